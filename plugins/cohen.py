@@ -1,0 +1,16 @@
+"""Cohen et al.'s (2019) CERTIFY and PREDICT: Monte Carlo with Clopper-Pearson bounds."""
+
+from rsbench import hookimpl
+from rsbench.smoothing import SmoothedClassifier
+from rsbench.specs import Certifier
+
+
+@hookimpl
+def register_certifiers(register):
+    register(
+        Certifier(
+            "cohen",
+            "Cohen et al. 2019: N0 selection draws, N estimation draws, one-sided Clopper-Pearson bound",
+            SmoothedClassifier,
+        )
+    )

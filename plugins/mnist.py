@@ -1,0 +1,81 @@
+"""MNIST (LeCun et al. 1998): 28x28 grey digits, pixels in [0,1] and no other preprocessing.
+
+Expected at ``DATA/MNIST/raw/`` (torchvision's layout, ``.gz`` or extracted idx files).
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rsbench import hookimpl
+from rsbench.data import InMemoryDataset
+from rsbench.errors import RsbenchError
+from rsbench.specs import Dataset, Normalization, Schedule
+
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4")}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (plain or gzipped) into an array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES:
+        raise RsbenchError(f"{path} is not an idx file", "delete it and download MNIST again")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    array = np.frombuffer(data, dtype=IDX_TYPES[data[2]], offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise RsbenchError(f"{path} is truncated", "delete it and download MNIST again")
+    return array.reshape(shape)
+
+
+def _find(raw: Path, stem: str) -> Path:
+    for candidate in (raw / stem, raw / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise RsbenchError(
+        f"MNIST file {stem}(.gz) not found in {raw}",
+        "point --data-dir or RSBENCH_DATA at the folder holding MNIST/raw, or run `rsbench download mnist`",
+    )
+
+
+def load(root: Path, split: str, train: bool) -> InMemoryDataset:
+    raw = Path(root) / "MNIST" / "raw"
+    images_file, labels_file = FILES[split]
+    images = torch.from_numpy(read_idx(_find(raw, images_file)).copy()).unsqueeze(1)
+    labels = torch.from_numpy(read_idx(_find(raw, labels_file)).astype(np.int64))
+    return InMemoryDataset(images, labels)
+
+
+def download(root: Path) -> None:
+    from torchvision.datasets import MNIST
+
+    for train in (True, False):
+        MNIST(str(root), train=train, download=True)
+
+
+@hookimpl
+def register_datasets(register):
+    register(
+        Dataset(
+            name="mnist",
+            description="MNIST digits, 1x28x28, 10 classes; no preprocessing but [0,1] pixels",
+            num_classes=10,
+            input_shape=(1, 28, 28),
+            normalization=Normalization("none"),
+            schedule=Schedule(lr=0.01, epochs=90, milestones=(30, 60)),
+            load=load,
+            download=download,
+            default_arch="lenet",
+            layout="MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
+        )
+    )

@@ -1,0 +1,3 @@
+from rsbench.cli import main
+
+main()

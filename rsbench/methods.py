@@ -1,0 +1,70 @@
+"""The base class of training methods.
+
+A method owns its loss and, where it needs one, its step: :meth:`TrainingMethod.split_batch` may cut a
+loader batch into several SGD steps (consistency regularization does), and :meth:`start_epoch` sees the
+schedule (SmoothAdv's ε warm-up, MACER's deferred start). The engine (``training.py``) owns everything
+else: data, optimizer, schedule, checkpoints, resume, logging and progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from rsbench.params import NoParams
+from rsbench.specs import Schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named configuration of a method, e.g. a row of the paper's tables."""
+
+    name: str
+    description: str
+    dataset: str
+    sigma: float
+    params: dict[str, Any]
+    arch: str | None = None
+
+
+def noisy_copies(x: torch.Tensor, sigma: float, copies: int = 1) -> torch.Tensor:
+    """``copies`` noisy versions of a batch, copy-major: row ``i*B + b`` is ``x[b] + δ_i``, δ ~ N(0, σ²I).
+
+    σ is in [0,1] pixel units: noise is added before the model's normalization layer.
+    """
+    repeated = x.repeat(copies, *([1] * (x.dim() - 1))) if copies > 1 else x
+    return repeated + sigma * torch.randn_like(repeated)
+
+
+class TrainingMethod:
+    """Subclass, set ``name``, ``description``, ``Params`` (a dataclass of hyperparameters) and
+    ``presets``, and implement :meth:`loss`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Params: ClassVar[type] = NoParams
+    presets: ClassVar[tuple[Preset, ...]] = ()
+
+    def __init__(self, params: Any, sigma: float):
+        self.params = params
+        self.sigma = sigma
+
+    @property
+    def noisy_passes_per_example(self) -> int:
+        """Forward passes of noisy inputs per training example (for throughput figures)."""
+        return 1
+
+    def start_epoch(self, epoch: int, schedule: Schedule) -> None:
+        """Called before each epoch (0-based) with the run's schedule."""
+
+    def split_batch(self, x: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The SGD steps made from one loader batch; by default, one step on the whole batch."""
+        yield x, y
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The scalar loss of one step on clean inputs ``x`` in [0,1] and labels ``y``."""
+        raise NotImplementedError

@@ -1,0 +1,161 @@
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from rsbench.cli import app
+from rsbench.nets import NormalizeLayer
+from rsbench.specs import Normalization
+from rsbench.training import TrainConfig, learning_rate, train
+from rsbench_plugins.lenet import LeNet
+
+runner = CliRunner()
+
+
+def test_paper_schedules_are_dataset_defaults():
+    from rsbench.plugins import get_dataset
+
+    mnist, cifar, imagenet = (get_dataset(n).schedule for n in ("mnist", "cifar10", "imagenet"))
+    assert (mnist.lr, mnist.epochs, mnist.milestones, mnist.batch_size) == (0.01, 90, (30, 60), 256)
+    assert (cifar.lr, cifar.epochs, cifar.milestones) == (0.1, 150, (50, 100))
+    assert (imagenet.lr, imagenet.epochs, imagenet.milestones) == (0.1, 90, (30, 60))
+    assert learning_rate(mnist, 29) == pytest.approx(0.01)
+    assert learning_rate(mnist, 30) == pytest.approx(0.001)
+    assert learning_rate(mnist, 60) == pytest.approx(0.0001)
+
+
+def toy_config(root, out, **overrides):
+    settings = dict(dataset="mnist", arch="lenet", method="gaussian", sigma=0.25, out=str(out), epochs=2,
+                    batch_size=128, lr=0.05, data_dir=str(root), seed=3)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_checkpoint_is_official_format_and_resume_gives_the_same_result(toy_mnist_root, tmp_path):
+    straight = train(toy_config(toy_mnist_root, tmp_path / "a"), show_progress=False)
+    checkpoint = torch.load(straight.checkpoint, weights_only=True)
+    assert set(checkpoint) == {"epoch", "arch", "state_dict", "optimizer", "rsbench"}
+    assert checkpoint["epoch"] == 2 and checkpoint["arch"] == "lenet"
+    assert all(k.startswith("1.") for k in checkpoint["state_dict"])
+    meta = checkpoint["rsbench"]
+    assert (meta["dataset"], meta["method"], meta["sigma"], meta["seed"]) == ("mnist", "gaussian", 0.25, 3)
+    assert meta["normalization"]["kind"] == "none" and "versions" in meta["provenance"]
+    # the official certify.py builds nn.Sequential(normalize_layer, model) and loads strictly
+    official = nn.Sequential(NormalizeLayer(Normalization("none")), LeNet())
+    official.load_state_dict(checkpoint["state_dict"])
+    assert straight.test_accuracy > 0.5  # the toy task is learnable in two epochs
+
+    # interrupted after one epoch, then resumed: same weights as the straight run
+    train(toy_config(toy_mnist_root, tmp_path / "b", epochs=2, milestones=()), show_progress=False)
+    first = toy_config(toy_mnist_root, tmp_path / "c", epochs=1)
+    train(first, show_progress=False)
+    assert torch.load(tmp_path / "c" / "checkpoint.pth.tar", weights_only=True)["epoch"] == 1
+    cut = torch.load(tmp_path / "c" / "checkpoint.pth.tar", weights_only=True)
+    # continue the 1-epoch checkpoint as part of the 2-epoch run it belongs to
+    cut["rsbench"]["schedule"]["epochs"] = 2
+    torch.save(cut, tmp_path / "c" / "checkpoint.pth.tar")
+    resumed = train(toy_config(toy_mnist_root, tmp_path / "c"), resume=True, show_progress=False)
+    a = torch.load(straight.checkpoint, weights_only=True)["state_dict"]
+    b = torch.load(resumed.checkpoint, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "c" / "log.tsv").read_text().splitlines()
+    assert log[0].startswith("epoch") and len(log) == 3
+
+
+def test_train_limit_trains_on_a_prefix(toy_mnist_root, tmp_path):
+    result = train(toy_config(toy_mnist_root, tmp_path / "r", epochs=1, train_limit=100), show_progress=False)
+    assert result.meta["train_limit"] == 100
+
+
+def cli(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_cli_train_prints_checkpoint_and_records_run(toy_mnist_root, tmp_path):
+    out = tmp_path / "cli"
+    result = cli("train", "--dataset", "mnist", "--method", "gaussian", "--sigma", "0.5", "--epochs", "1",
+                 "--data-dir", str(toy_mnist_root), "--out", str(out), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out / "checkpoint.pth.tar")
+    from rsbench.store import open_store
+    from rsbench.store.models import TrainingRun
+
+    with open_store().session() as session:
+        run = session.query(TrainingRun).one()
+        assert run.method == "gaussian" and run.sigma == 0.5 and run.provenance["versions"]["torch"]
+
+
+def test_config_file_and_flags_override(toy_mnist_root, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(f'dataset = "mnist"\nsigma = 0.25\nepochs = 1\ndata_dir = "{toy_mnist_root}"\n'
+                      f'out = "{tmp_path / "cfg"}"\n[params]\n')
+    result = cli("train", "--config", str(config), "--sigma", "0.5", "--no-progress")
+    assert result.exit_code == 0, result.output
+    meta = torch.load(tmp_path / "cfg" / "checkpoint.pth.tar", weights_only=True)["rsbench"]
+    assert meta["sigma"] == 0.5 and meta["schedule"]["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "gausian"], "unknown method 'gausian'"),
+        (["--arch", "lenett"], "unknown architecture 'lenett'"),
+        (["--dataset", "mnits"], "unknown dataset 'mnits'"),
+        (["--sigma", "0"], "sigma must be a positive number"),
+        (["--sigma", "-0.5"], "sigma must be a positive number"),
+        (["--arch", "cifar_resnet20", "--dataset", "cifar10"], "cifar-10-batches-py"),
+        (["--lam", "3"], "method 'gaussian' has no hyperparameter 'lam'"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(toy_mnist_root, tmp_path, args, message):
+    base = {"--dataset": "mnist", "--method": "gaussian", "--sigma": "0.5", "--epochs": "1"}
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    merged = [item for pair in {**base, **flags}.items() for item in pair]
+    out = tmp_path / "never"
+    result = cli("train", *merged, "--data-dir", str(toy_mnist_root), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not (out / "checkpoint.pth.tar").exists()
+
+
+def test_missing_data_directory(tmp_path):
+    result = cli("train", "--dataset", "mnist", "--sigma", "0.5", "--data-dir", str(tmp_path / "nowhere"),
+                 "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "MNIST file" in result.stderr and "RSBENCH_DATA" in result.stderr
+
+
+def test_architecture_that_does_not_fit(toy_mnist_root, tmp_path):
+    result = cli("train", "--dataset", "mnist", "--arch", "resnet50", "--sigma", "0.5",
+                 "--data-dir", str(toy_mnist_root), "--out", str(tmp_path / "o2"))
+    assert result.exit_code == 2 and "does not fit dataset 'mnist'" in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a checkpoint", b""])
+def test_resume_from_corrupt_checkpoint(toy_mnist_root, tmp_path, content):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "checkpoint.pth.tar").write_bytes(content)
+    result = cli("train", "--dataset", "mnist", "--sigma", "0.5", "--data-dir", str(toy_mnist_root),
+                 "--out", str(out), "--resume")
+    assert result.exit_code == 2 and "not a readable torch checkpoint" in result.stderr
+    assert (out / "checkpoint.pth.tar").read_bytes() == content
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_resume_refuses_foreign_or_code_carrying_checkpoints(toy_mnist_root, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    torch.save({"arch": "lenet", "state_dict": {}, "payload": Evil()}, out / "checkpoint.pth.tar")
+    result = cli("train", "--dataset", "mnist", "--sigma", "0.5", "--data-dir", str(toy_mnist_root),
+                 "--out", str(out), "--resume")
+    assert result.exit_code == 2 and "not a plain-data checkpoint" in result.stderr
+    torch.save({"epoch": 1, "arch": "lenet", "state_dict": {}}, out / "checkpoint.pth.tar")
+    result = cli("train", "--dataset", "mnist", "--sigma", "0.5", "--data-dir", str(toy_mnist_root),
+                 "--out", str(out), "--resume")
+    assert result.exit_code == 2 and "not written by rsbench train" in result.stderr
