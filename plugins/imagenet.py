@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision import datasets, transforms
-
 from rsbench import hookimpl
 from rsbench.errors import RsbenchError
 from rsbench.specs import Dataset, Normalization, Schedule
@@ -19,7 +17,9 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
 
-def load(root: Path, split: str, train: bool) -> datasets.ImageFolder:
+def load(root: Path, split: str, train: bool):
+    from torchvision import datasets, transforms  # imported when used
+
     folder = Path(root) / "imagenet" / ("train" if split == "train" else "val")
     if not folder.is_dir() or not any(folder.iterdir()):
         raise RsbenchError(

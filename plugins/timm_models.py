@@ -3,14 +3,14 @@ with the dataset's input channels and classes (timm's ``in_chans`` / ``num_class
 
 from __future__ import annotations
 
-import timm
-
 from rsbench import hookimpl
 from rsbench.errors import RsbenchError, did_you_mean
 from rsbench.specs import Architecture
 
 
 def build_timm(num_classes, input_shape, variant):
+    import timm  # imported when used: it takes seconds
+
     if not timm.is_model(variant):
         raise RsbenchError(f"timm has no model {variant!r}", did_you_mean(variant, timm.list_models()))
     return timm.create_model(variant, pretrained=False, num_classes=num_classes, in_chans=input_shape[0])

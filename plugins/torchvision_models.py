@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from torchvision.models import resnet50
-
 from rsbench import hookimpl
 from rsbench.specs import Architecture
 
 
 def build_resnet50(num_classes, input_shape, variant=None):
+    from torchvision.models import resnet50  # imported when used
+
     if input_shape[0] != 3:
         raise ValueError(f"resnet50 takes 3-channel images, not {input_shape[0]}")
     return resnet50(weights=None, num_classes=num_classes)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy import create_engine, event, insert, inspect, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -175,7 +175,8 @@ class Store:
             session.add(run)
             session.flush()
             records = rows[RESULT_COLUMNS].astype(object).where(rows[RESULT_COLUMNS].notna(), None)
-            session.add_all(Result(run_id=run.id, **record) for record in records.to_dict("records"))
+            records = [{"run_id": run.id, **record} for record in records.to_dict("records")]
+            session.execute(insert(Result), records)  # one executemany, not one ORM object per row
             return run.id
 
     def get_run(self, run_id: int) -> CertificationRun:
@@ -203,10 +204,10 @@ class Store:
         """Per-example rows of the given runs (``run_id`` plus :data:`RESULT_COLUMNS`)."""
         if not run_ids:
             return pd.DataFrame(columns=["run_id", *RESULT_COLUMNS])
+        columns = [Result.run_id, *(getattr(Result, c) for c in RESULT_COLUMNS)]
+        query = select(*columns).where(Result.run_id.in_(run_ids)).order_by(Result.run_id, Result.idx)
         with self.session() as session:
-            query = select(Result).where(Result.run_id.in_(run_ids)).order_by(Result.run_id, Result.idx)
-            rows = [{"run_id": r.run_id, **{c: getattr(r, c) for c in RESULT_COLUMNS}}
-                    for r in session.scalars(query)]
+            rows = session.execute(query).all()
         return pd.DataFrame(rows, columns=["run_id", *RESULT_COLUMNS])
 
 
