@@ -25,7 +25,8 @@ def toy_checkpoint(toy_mnist_root, tmp_path_factory):
 
 def rows(db):
     with sqlite3.connect(db) as connection:
-        return connection.execute("select idx, label, predict, radius, correct, n_a from results order by idx").fetchall()
+        query = "select idx, label, predict, radius, correct, n_a from results order by idx"
+        return connection.execute(query).fetchall()
 
 
 def test_certify_resumes_after_being_killed(toy_checkpoint, toy_mnist_root, tmp_path):
