@@ -85,8 +85,9 @@ def protocol_key(sha256: str, sigma: float, config: CertifyConfig, indices: list
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def certify(config: CertifyConfig, store: Store, show_progress: bool = True) -> int:
-    """Run (or resume) a certification; returns its run id in ``store``."""
+def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reuse_complete: bool = False) -> int:
+    """Run (or resume) a certification; returns its run id in ``store``. A complete run with the same
+    protocol is an error, or is returned as it is with ``reuse_complete``."""
     validate(config)
     checkpoint = load_checkpoint(config.checkpoint)
     classifier, meta = classifier_from_checkpoint(checkpoint, config.dataset, config.normalization)
@@ -105,7 +106,7 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True) -> 
     indices = select_indices(len(split), config)
     sha256 = file_sha256(config.checkpoint)
     training = store.training_run_for(sha256)
-    run_id, done = store.start_run(
+    run_id, done, complete = store.start_run(
         kind=config.kind, origin="rsbench", protocol_key=protocol_key(sha256, sigma, config, indices),
         dataset=dataset.name, split=config.split, method=meta.get("method", "unknown"),
         params=meta.get("params", {}), arch=meta.get("arch"), sigma=float(sigma),
@@ -119,6 +120,13 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True) -> 
         provenance={**provenance(device), "checkpoint_meta": {k: v for k, v in meta.items()
                                                                if k in ("preset", "provenance", "train_limit")}},
     )
+    if complete and reuse_complete:
+        return run_id
+    if complete:
+        raise RsbenchError(
+            f"this certification is already complete in the store (run {run_id})",
+            f"see `rsbench runs` or `rsbench export {run_id}`; change --seed for another run",
+        )
     smoothed = get_certifier(config.certifier).create(classifier, dataset.num_classes, float(sigma))
     todo = [i for i in indices if i not in done]
     previous = store.results([run_id])

@@ -421,6 +421,54 @@ def leaderboard(
         out(text.rstrip("\n"))
 
 
+# ------------------------------------------------------------------------------------------ reproduce
+
+
+@app.command()
+@handle_errors
+def reproduce(
+    experiment: Annotated[str | None, typer.Argument(help="Experiment name (see --list).")] = None,
+    budget: Annotated[str, typer.Option(help="full (paper settings), quick (CPU minutes) or smoke.")] = "full",
+    list_: Annotated[bool, typer.Option("--list", help="List the experiments.")] = False,
+    data_dir: DataDirOption = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
+    output_dir: Annotated[Path, typer.Option(help="Where the leaderboard markdown goes.")] = Path("leaderboards"),
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
+    db: DbOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+):
+    """Reproduce one of the paper's tables: train, certify and rank every row, skipping what the store already
+    holds (rerun after an interruption to continue). Prints the leaderboard.
+
+    Examples:
+
+        rsbench reproduce --list
+
+        rsbench reproduce table2-slice --budget quick
+
+        rsbench reproduce table3 --budget full --device cuda
+    """
+    from rsbench import leaderboard as lb
+    from rsbench import reproduce as rp
+    from rsbench.store import open_store
+
+    if list_ or experiment is None:
+        table = Table(title="experiments (rsbench reproduce NAME --budget full|quick|smoke)")
+        table.add_column("name")
+        table.add_column("description")
+        for name, description in rp.list_experiments().items():
+            table.add_row(name, description)
+        console.print(table)
+        return
+    store = open_store(db)
+    board, timings = rp.reproduce(experiment, budget, store, str(data_dir) if data_dir else None, str(runs_dir),
+                                  str(output_dir), device, progress)
+    for timing in timings:
+        console.print(f"{timing['method']} σ={timing['sigma']} seed {timing['seed']}: train "
+                      f"{timing['train_seconds']:.0f} s, certify {timing['certify_seconds']:.0f} s")
+    out(lb.render(board, "markdown").rstrip("\n"))
+
+
 # ------------------------------------------------------------------------------------------- plugins
 
 

@@ -20,7 +20,7 @@ from rsbench.errors import RsbenchError
 from rsbench.store import Store
 
 DEFAULT_RADII = tuple(round(0.25 * i, 2) for i in range(11))
-GROUP_KEYS = ["method", "params_key", "sigma", "n0", "n", "alpha", "num_examples", "split", "budget"]
+GROUP_KEYS = ["method", "params_key", "arch", "sigma", "n0", "n", "alpha", "num_examples", "split", "budget"]
 REPORTED_FILE = Path(__file__).resolve().parent.parent / "leaderboards" / "paper_reported.json"
 
 
@@ -60,8 +60,11 @@ def _mean_std(values: list[float]) -> dict[str, float | None]:
     return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else None}
 
 
-def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...]) -> list[dict[str, Any]]:
+def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...],
+                    experiment: str | None = None) -> list[dict[str, Any]]:
     runs = store.runs(dataset, kind="certify", complete_only=True)
+    if experiment is not None and not runs.empty:
+        runs = runs[runs["experiment"] == experiment]
     if runs.empty:
         return []
     results = store.results(runs["id"].tolist())
@@ -70,6 +73,7 @@ def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...]) -> lis
     runs["num_examples"] = runs["id"].map(lambda i: len(results[results.run_id == i]))
     runs["params_key"] = runs["params"].map(lambda p: json.dumps(p, sort_keys=True))
     runs["budget"] = runs["budget"].fillna("")
+    runs["arch"] = runs["arch"].fillna("")
     rows = []
     for _, group in runs.groupby(GROUP_KEYS, dropna=False, sort=True):
         first = group.iloc[0]
@@ -77,6 +81,7 @@ def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...]) -> lis
         rows.append({
             "method": first["method"],
             "params": first["params"],
+            "arch": first["arch"] or None,
             "sigma": float(first["sigma"]),
             "seeds": sorted(int(s) for s in group["seed"].dropna()),
             "num_examples": int(first["num_examples"]),
@@ -108,7 +113,7 @@ def reported_rows(dataset: str, radii: tuple[float, ...], path: Path = REPORTED_
             continue
         reported = entry.get("certified_accuracy", {})
         rows.append({
-            "method": entry["method"], "params": entry["params"], "sigma": entry["sigma"],
+            "method": entry["method"], "params": entry["params"], "arch": entry.get("arch"), "sigma": entry["sigma"],
             "seeds": entry.get("seeds", []), "num_examples": entry.get("num_examples"),
             "n": entry.get("n", 100_000), "n0": entry.get("n0", 100), "alpha": entry.get("alpha", 0.001),
             "split": "test", "budget": "full", "runs": [], "reference": entry["reference"],
@@ -123,9 +128,9 @@ def reported_rows(dataset: str, radii: tuple[float, ...], path: Path = REPORTED_
 
 
 def build(store: Store, dataset: str, radii: tuple[float, ...] = DEFAULT_RADII,
-          include_reported: bool = False) -> dict[str, Any]:
-    """The leaderboard of ``dataset`` as the JSON object of DESIGN.md."""
-    rows = reproduced_rows(store, dataset, radii)
+          include_reported: bool = False, experiment: str | None = None) -> dict[str, Any]:
+    """The leaderboard of ``dataset`` as the JSON object of DESIGN.md (only ``experiment``'s runs if given)."""
+    rows = reproduced_rows(store, dataset, radii, experiment)
     if include_reported:
         rows += reported_rows(dataset, radii)
     rows.sort(key=lambda r: (r["sigma"], r["budget"], r["method"], json.dumps(r["params"], sort_keys=True),
@@ -175,13 +180,13 @@ def _cell(stat: dict[str, Any] | None, scale: float, digits: int) -> str:
 def table(board: dict[str, Any]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     """Header, text cells and best-value flags; accuracies in percent, ACR in ℓ2 [0,1]-pixel units."""
     radii = [radius_key(r) for r in board["radii"]]
-    header = ["σ", "method", "params", "source", "seeds", "ACR", *radii, "clean %", "abstain %",
+    header = ["σ", "method", "params", "arch", "source", "seeds", "ACR", *radii, "clean %", "abstain %",
               "N", "N0", "α", "examples", "budget"]
     flags = _best_flags(board)
     cells, bold = [], []
     for i, row in enumerate(board["rows"]):
         seeds = len(row["seeds"]) or "-"
-        line = [f"{row['sigma']:.2f}", row["method"], _params_text(row["params"]),
+        line = [f"{row['sigma']:.2f}", row["method"], _params_text(row["params"]), row.get("arch") or "-",
                 row.get("reference", row["source"]) if row["source"] == "reported" else row["source"], str(seeds),
                 _cell(row["acr"], 1, 4)]
         line += [_cell(row["certified_accuracy"].get(r), 100, 1) for r in radii]
@@ -192,7 +197,7 @@ def table(board: dict[str, Any]) -> tuple[list[str], list[list[str]], list[list[
             "-" if row["num_examples"] is None else str(row["num_examples"]), row["budget"],
         ]
         cells.append(line)
-        bold.append([False] * 5 + [flags.get((i, "acr"), False)] + [flags.get((i, r), False) for r in radii]
+        bold.append([False] * 6 + [flags.get((i, "acr"), False)] + [flags.get((i, r), False) for r in radii]
                     + [False] * 7)
     return header, cells, bold
 
@@ -221,7 +226,7 @@ def render(board: dict[str, Any], fmt: str) -> str:
                     .replace("±", "$\\pm$").replace("σ", "$\\sigma$").replace("α", "$\\alpha$")
                     .replace("&", "\\&"))
 
-        lines = ["\\begin{tabular}{" + "l" * 5 + "r" * (len(header) - 5) + "}", "\\toprule",
+        lines = ["\\begin{tabular}{" + "l" * 6 + "r" * (len(header) - 6) + "}", "\\toprule",
                  " & ".join(tex(h) for h in header) + " \\\\", "\\midrule"]
         for line, flags in zip(cells, bold, strict=True):
             lines.append(" & ".join(f"\\textbf{{{tex(c)}}}" if f else tex(c)

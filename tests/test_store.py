@@ -161,7 +161,7 @@ def test_locked_store_is_a_clear_error(tmp_path, monkeypatch):
 
 def _write_rows(db, worker, count):
     store = open_store(db)
-    run_id, _ = store.start_run(
+    run_id, _, _ = store.start_run(
         kind="certify", origin="rsbench", protocol_key=f"key-{worker}", dataset="mnist", split="test",
         method="gaussian", params={}, arch="lenet", sigma=0.5, train_sigma=0.5, seed=worker, noise_seed=0,
         certifier="cohen", n0=100, n=1000, alpha=0.001, batch_size=100, indices={"skip": 1, "limit": count},

@@ -137,28 +137,21 @@ class Store:
 
     # -------------------------------------------------------------------------------- certification
 
-    def start_run(self, **fields: Any) -> tuple[int, set[int]]:
-        """The unfinished run with the same ``protocol_key`` (resumed), or a new one; and its done indices.
-
-        A complete run with the same key is not repeated: an error says so.
-        """
+    def start_run(self, **fields: Any) -> tuple[int, set[int], bool]:
+        """The latest run with the same ``protocol_key`` or a new one: its id, the indices already done, and
+        whether it is complete (a complete run is never repeated; an unfinished one is resumed)."""
         with self.session() as session:
             existing = session.scalars(
                 select(CertificationRun).where(CertificationRun.protocol_key == fields["protocol_key"])
                 .order_by(CertificationRun.id.desc())
             ).first()
-            if existing is not None and existing.status == "complete":
-                raise RsbenchError(
-                    f"this certification is already complete in the store (run {existing.id})",
-                    f"see `rsbench runs` or `rsbench export {existing.id}`; change --seed for another run",
-                )
             if existing is not None:
                 done = set(session.scalars(select(Result.idx).where(Result.run_id == existing.id)))
-                return existing.id, done
+                return existing.id, done, existing.status == "complete"
             run = CertificationRun(status="running", **fields)
             session.add(run)
             session.flush()
-            return run.id, set()
+            return run.id, set(), False
 
     def add_result(self, run_id: int, **row: Any) -> None:
         with self.session() as session:

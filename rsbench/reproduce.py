@@ -1,0 +1,148 @@
+"""The paper's experiments as configurations (``rsbench/experiments/*.toml``) and a runner that trains,
+certifies and ranks a whole set, skipping what is already done (a sweep survives interruption).
+
+A budget scales an experiment; it is recorded in every certification run (``budget``) so that a scaled
+row is never mistaken for a full one in a leaderboard:
+
+- ``full``: the paper's settings (dataset schedule, all test images, N0=100, N=100,000, α=0.001).
+- ``quick``: 10 epochs (learning-rate drops scaled to the same fractions of training), every 50th test
+  image, N=10,000: the shape of the paper's results on a CPU in minutes per row.
+- ``smoke``: 1 epoch on 512 images, 20 test images, N=1,000: checks that an experiment runs end to end.
+
+Method hyperparameters counted in epochs (SmoothAdv's ε warm-up) are not rescaled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import torch
+
+from rsbench import leaderboard
+from rsbench.certification import CertifyConfig, certify
+from rsbench.checkpoint import CHECKPOINT_NAME
+from rsbench.config import preset_settings
+from rsbench.errors import RsbenchError, did_you_mean
+from rsbench.plugins import get_dataset
+from rsbench.progress import console
+from rsbench.store import Store
+from rsbench.training import TrainConfig, train
+
+EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    name: str
+    epochs: int | None
+    n0: int
+    n: int
+    alpha: float
+    skip: int
+    limit: int | None
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+
+BUDGETS = {
+    "full": Budget("full", None, 100, 100_000, 0.001, 1, None),
+    "quick": Budget("quick", 10, 100, 10_000, 0.001, 50, None),
+    "smoke": Budget("smoke", 1, 20, 1_000, 0.001, 1, 20, train_limit=512, test_limit=200),
+}
+
+
+def list_experiments() -> dict[str, str]:
+    return {path.stem: tomllib.loads(path.read_text())["description"] for path in sorted(EXPERIMENTS.glob("*.toml"))}
+
+
+def load_experiment(name: str) -> dict[str, Any]:
+    path = EXPERIMENTS / f"{name}.toml"
+    if not path.is_file():
+        raise RsbenchError(f"unknown experiment {name!r}", did_you_mean(name, list_experiments()))
+    experiment = tomllib.loads(path.read_text())
+    rows = []
+    for row in experiment["rows"]:
+        settings = preset_settings(row["preset"]) if "preset" in row else {"preset": None}
+        settings.update({k: v for k, v in row.items() if k != "preset"})
+        settings.setdefault("dataset", experiment["dataset"])
+        settings.setdefault("arch", experiment.get("arch") or get_dataset(settings["dataset"]).default_arch)
+        settings.setdefault("params", {})
+        rows.append(settings)
+    experiment["rows"] = rows
+    experiment["name"] = name
+    return experiment
+
+
+def scaled_milestones(dataset: str, epochs: int | None) -> tuple[int, ...] | None:
+    """The dataset's lr milestones at the same fractions of a shorter run."""
+    if epochs is None:
+        return None
+    schedule = get_dataset(dataset).schedule
+    return tuple(max(1, round(m * epochs / schedule.epochs)) for m in schedule.milestones)
+
+
+def run_slug(row: dict[str, Any], seed: int) -> str:
+    params = "-".join(f"{k}{v}" for k, v in sorted(row["params"].items()))
+    return f"{row['method']}-sigma{row['sigma']}{'-' + params if params else ''}-seed{seed}"
+
+
+def reproduce(name: str, budget_name: str, store: Store, data_dir: str | None = None, runs_dir: str = "runs",
+              output_dir: str | None = "leaderboards", device: str | None = None,
+              show_progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train and certify every row × seed of an experiment that the store lacks; returns the leaderboard and
+    the time each row took here."""
+    if budget_name not in BUDGETS:
+        raise RsbenchError(f"unknown budget {budget_name!r}", "choose full, quick or smoke")
+    budget = BUDGETS[budget_name]
+    experiment = load_experiment(name)
+    timings = []
+    for row in experiment["rows"]:
+        for seed in experiment.get("seeds", [0]):
+            out = Path(runs_dir) / name / budget.name / run_slug(row, seed)
+            config = TrainConfig(
+                dataset=row["dataset"], arch=row["arch"], method=row["method"], sigma=row["sigma"],
+                params=dict(row["params"]), out=str(out), epochs=budget.epochs,
+                milestones=scaled_milestones(row["dataset"], budget.epochs), seed=seed,
+                train_limit=budget.train_limit, test_limit=budget.test_limit, data_dir=data_dir, device=device,
+                preset=row.get("preset"),
+            )
+            console.rule(f"{name} [{budget.name}]: {row['method']} σ={row['sigma']} {row['params']} seed {seed}")
+            started = time.perf_counter()
+            checkpoint = out / CHECKPOINT_NAME
+            target_epochs = budget.epochs or get_dataset(row["dataset"]).schedule.epochs
+            done_epochs = torch.load(checkpoint, weights_only=True)["epoch"] if checkpoint.exists() else 0
+            if done_epochs < target_epochs:
+                result = train(config, resume=checkpoint.exists(), show_progress=show_progress)
+                store.record_training(config, result)
+            trained = time.perf_counter()
+            certify(
+                CertifyConfig(checkpoint=str(checkpoint), n0=budget.n0, n=budget.n, alpha=budget.alpha,
+                              skip=budget.skip, limit=budget.limit, budget=budget.name, experiment=name,
+                              data_dir=data_dir, device=device),
+                store, show_progress=show_progress, reuse_complete=True,
+            )
+            timings.append({"method": row["method"], "sigma": row["sigma"], "params": row["params"], "seed": seed,
+                            "train_seconds": trained - started, "certify_seconds": time.perf_counter() - trained})
+    radii = leaderboard.parse_radii(experiment.get("radii"))
+    board = leaderboard.build(store, experiment["dataset"], radii, experiment=name)
+    board["rows"] = [r for r in board["rows"] if r["budget"] == budget.name]
+    if output_dir:
+        path = Path(output_dir) / f"{name}-{budget.name}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(experiment_markdown(experiment, budget, board))
+        console.print(f"wrote {path}")
+    return board, timings
+
+
+def experiment_markdown(experiment: dict[str, Any], budget: Budget, board: dict[str, Any]) -> str:
+    protocol = (f"budget `{budget.name}`: epochs {budget.epochs or 'paper schedule'}, train images "
+                f"{budget.train_limit or 'all'}, certification N0={budget.n0}, N={budget.n:,}, α={budget.alpha}, "
+                f"every {budget.skip}-th test image{f' (at most {budget.limit})' if budget.limit else ''}")
+    return (f"# {experiment['name']} ({budget.name})\n\n{experiment['description']}.\n\nProtocol: {protocol}.\n\n"
+            f"Regenerate: `rsbench reproduce {experiment['name']} --budget {budget.name}` (skips what the store "
+            f"holds), or `rsbench leaderboard --dataset {experiment['dataset']}` for the whole store.\n\n"
+            + leaderboard.render(board, "markdown"))
