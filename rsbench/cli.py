@@ -197,10 +197,11 @@ def _run_certification(kind: str, checkpoint: Path, **settings: Any) -> None:
     db = settings.pop("db")
     show_progress = settings.pop("progress")
     indices = settings.pop("indices")
+    data_dir = settings.pop("data_dir")
     config = CertifyConfig(
         checkpoint=str(checkpoint), kind=kind,
         indices=[int(i) for i in parse_floats(indices, "--indices")] if indices else None,
-        data_dir=str(settings.pop("data_dir")) if settings.get("data_dir") else settings.pop("data_dir"),
+        data_dir=str(data_dir) if data_dir else None,
         **settings,
     )
     store = open_store(db)

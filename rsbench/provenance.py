@@ -17,7 +17,15 @@ import torch
 def auto_device(requested: str | None = None) -> torch.device:
     """``requested`` if given, else CUDA when present, else CPU."""
     if requested:
-        return torch.device(requested)
+        from rsbench.errors import RsbenchError
+
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise RsbenchError(f"unknown device {requested!r}", "use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RsbenchError(f"device {requested!r} requested but CUDA is not available", "use --device cpu")
+        return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

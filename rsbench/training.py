@@ -127,9 +127,9 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
         model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
         weight_decay=schedule.weight_decay, nesterov=True,
     )
-    start_epoch = 0
+    start_epoch, test_acc = 0, float("nan")
     if resume and checkpoint_path.exists():
-        start_epoch = _restore(checkpoint_path, identity, model, optimizer)
+        start_epoch, test_acc = _restore(checkpoint_path, identity, model, optimizer)
     elif checkpoint_path.exists():
         raise RsbenchError(
             f"{checkpoint_path} already exists", "pass --resume to continue that run, or choose another --out"
@@ -153,9 +153,6 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
         log_path.write_text("epoch\ttime\tlr\ttrain_loss\ttest_loss\ttest_acc\n")
 
     examples, train_seconds = 0, 0.0
-    test_acc = float("nan")
-    if start_epoch >= schedule.epochs:
-        test_acc, _ = noisy_accuracy(model, test_set, method.sigma, device)
     steps_per_epoch = math.ceil(len(train_set) / schedule.batch_size)
     with make_progress(show_progress) as progress:
         task = progress.add_task(
@@ -186,15 +183,15 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
             train_seconds += elapsed
             test_acc, test_loss = noisy_accuracy(model, test_set, method.sigma, device)
             train_loss = loss_sum / max(loss_count, 1)
-            with log_path.open("a") as log:
-                log.write(f"{epoch + 1}\t{elapsed:.3f}\t{lr:.6g}\t{train_loss:.4f}\t{test_loss:.4f}\t{test_acc:.4f}\n")
             meta["rng_state"] = torch.get_rng_state()
-            meta["epochs_done"] = epoch + 1
+            meta["test_accuracy"] = test_acc
             atomic_save(
                 {"epoch": epoch + 1, "arch": config.arch, "state_dict": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "rsbench": meta},
                 checkpoint_path,
             )
+            with log_path.open("a") as log:  # after the checkpoint: a resumed run never logs an epoch twice
+                log.write(f"{epoch + 1}\t{elapsed:.3f}\t{lr:.6g}\t{train_loss:.4f}\t{test_loss:.4f}\t{test_acc:.4f}\n")
             progress.console.print(
                 f"epoch {epoch + 1:>3}/{schedule.epochs}  lr {lr:.4g}  train loss {train_loss:.4f}  "
                 f"noisy test acc {test_acc:.4f}  {len(train_set) / elapsed:,.0f} img/s"
@@ -205,7 +202,8 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
     )
 
 
-def _restore(path: Path, identity: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+def _restore(path: Path, identity: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
+    """Load an interrupted run's state; returns the epochs done and the last noisy test accuracy."""
     checkpoint = load_checkpoint(path)
     meta = checkpoint.get("rsbench")
     if not isinstance(meta, dict):
@@ -221,5 +219,5 @@ def _restore(path: Path, identity: dict, model: nn.Module, optimizer: torch.opti
     optimizer.load_state_dict(checkpoint["optimizer"])
     torch.set_rng_state(meta["rng_state"])
     console.print(f"resuming {path} after epoch {checkpoint['epoch']}")
-    return int(checkpoint["epoch"])
+    return int(checkpoint["epoch"]), float(meta.get("test_accuracy", float("nan")))
 

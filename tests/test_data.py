@@ -77,3 +77,41 @@ def test_imagenet_folder_layout_and_transforms(tmp_path):
     assert sorted({y for _, y in test}) == [0, 1]
     batch = next(iterate_batches(train, 4, True, torch.Generator().manual_seed(0), workers=0))
     assert batch[0].shape == (4, 3, 224, 224)
+
+
+def test_download_uses_torchvision_into_the_data_root(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    calls = []
+
+    class FakeMNIST:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    from typer.testing import CliRunner
+
+    from rsbench.cli import app
+
+    result = CliRunner().invoke(app, ["download", "mnist", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
+
+
+def test_download_failure_offline_is_one_line(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    class Offline:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: no network")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    from typer.testing import CliRunner
+
+    from rsbench.cli import app
+
+    result = CliRunner().invoke(app, ["download", "mnist", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "downloading mnist failed" in result.stderr
+    assert "MNIST/raw" in result.stderr
+    result = CliRunner().invoke(app, ["download", "imagenet", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "cannot be downloaded" in result.stderr

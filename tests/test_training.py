@@ -45,21 +45,36 @@ def test_checkpoint_is_official_format_and_resume_gives_the_same_result(toy_mnis
     official.load_state_dict(checkpoint["state_dict"])
     assert straight.test_accuracy > 0.5  # the toy task is learnable in two epochs
 
-    # interrupted after one epoch, then resumed: same weights as the straight run
-    train(toy_config(toy_mnist_root, tmp_path / "b", epochs=2, milestones=()), show_progress=False)
-    first = toy_config(toy_mnist_root, tmp_path / "c", epochs=1)
-    train(first, show_progress=False)
+    # killed during the second epoch (after the first checkpoint), then resumed: the same weights
+    import rsbench.training as engine
+
+    calls = []
+    real_accuracy = engine.noisy_accuracy
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_accuracy(*args, **kwargs)
+
+    engine.noisy_accuracy = dies_in_second_epoch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(toy_config(toy_mnist_root, tmp_path / "c"), show_progress=False)
+    finally:
+        engine.noisy_accuracy = real_accuracy
     assert torch.load(tmp_path / "c" / "checkpoint.pth.tar", weights_only=True)["epoch"] == 1
-    cut = torch.load(tmp_path / "c" / "checkpoint.pth.tar", weights_only=True)
-    # continue the 1-epoch checkpoint as part of the 2-epoch run it belongs to
-    cut["rsbench"]["schedule"]["epochs"] = 2
-    torch.save(cut, tmp_path / "c" / "checkpoint.pth.tar")
     resumed = train(toy_config(toy_mnist_root, tmp_path / "c"), resume=True, show_progress=False)
-    a = torch.load(straight.checkpoint, weights_only=True)["state_dict"]
-    b = torch.load(resumed.checkpoint, weights_only=True)["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = torch.load(straight.checkpoint, weights_only=True)
+    b = torch.load(resumed.checkpoint, weights_only=True)
+    assert b["epoch"] == 2
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert resumed.test_accuracy == straight.test_accuracy
     log = (tmp_path / "c" / "log.tsv").read_text().splitlines()
-    assert log[0].startswith("epoch") and len(log) == 3
+    assert log[0].startswith("epoch") and [line.split("\t")[0] for line in log[1:]] == ["1", "2"]
+    # a finished run resumes to itself without training
+    again = train(toy_config(toy_mnist_root, tmp_path / "c"), resume=True, show_progress=False)
+    assert again.test_accuracy == straight.test_accuracy
 
 
 def test_train_limit_trains_on_a_prefix(toy_mnist_root, tmp_path):
@@ -83,6 +98,30 @@ def test_cli_train_prints_checkpoint_and_records_run(toy_mnist_root, tmp_path):
     with open_store().session() as session:
         run = session.query(TrainingRun).one()
         assert run.method == "gaussian" and run.sigma == 0.5 and run.provenance["versions"]["torch"]
+
+
+def test_preset_sets_method_dataset_sigma_and_params(toy_mnist_root, tmp_path):
+    result = cli("train", "--preset", "mnist-consistency-0.50", "--epochs", "1", "--train-limit", "256",
+                 "--data-dir", str(toy_mnist_root), "--out", str(tmp_path / "p"), "--no-progress")
+    assert result.exit_code == 0, result.output
+    meta = torch.load(tmp_path / "p" / "checkpoint.pth.tar", weights_only=True)["rsbench"]
+    assert (meta["method"], meta["sigma"], meta["params"]["lam"], meta["preset"]) == (
+        "consistency", 0.5, 5.0, "mnist-consistency-0.50")
+    unknown = cli("train", "--preset", "mnist-consistency-0.5")
+    assert unknown.exit_code == 2 and "mnist-consistency-0.50" in unknown.stderr
+
+
+def test_yaml_config(toy_mnist_root, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"dataset: mnist\nmethod: consistency\nsigma: 0.25\nepochs: 1\ntrain_limit: 256\n"
+                      f"data_dir: {toy_mnist_root}\nout: {tmp_path / 'y'}\nparams:\n  lam: 3\n  m: 4\n")
+    result = cli("train", "--config", str(config), "--lam", "2", "--no-progress")
+    assert result.exit_code == 0, result.output
+    meta = torch.load(tmp_path / "y" / "checkpoint.pth.tar", weights_only=True)["rsbench"]
+    assert meta["params"]["lam"] == 2.0 and meta["params"]["m"] == 4
+    config.write_text("dataset: mnist\nsigmma: 0.5\n")
+    result = cli("train", "--config", str(config))
+    assert result.exit_code == 2 and "unknown setting 'sigmma'" in result.stderr
 
 
 def test_config_file_and_flags_override(toy_mnist_root, tmp_path):
