@@ -91,6 +91,23 @@ def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
         fail(f"{what} must be comma-separated numbers, not {text!r}")
 
 
+DbOption = Annotated[str | None, typer.Option(help="Results store URL or path (default $RSBENCH_DB or ./rsbench.db).")]
+DataDirOption = Annotated[Path | None, typer.Option(help="Data root (default $RSBENCH_DATA or ./data).")]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: CUDA when present).")]
+ProgressOption = Annotated[bool, typer.Option(help="Show progress bars.")]
+CheckpointArgument = Annotated[Path, typer.Argument(help="A checkpoint of rsbench, Cohen, Salman or Jeong & Shin.")]
+SigmaOption = Annotated[float | None, typer.Option(help="σ of the smoothing noise (default: the checkpoint's).")]
+BatchOption = Annotated[int, typer.Option(help="Noisy copies per forward pass.")]
+SplitOption = Annotated[str, typer.Option(help="train or test.")]
+SkipOption = Annotated[int, typer.Option(help="Every SKIP-th index of the split.")]
+LimitOption = Annotated[int | None, typer.Option(help="At most LIMIT examples (a count).")]
+IndicesOption = Annotated[str | None, typer.Option(help="Explicit indices '0,7,42' (overrides skip/limit).")]
+NoiseSeedOption = Annotated[int, typer.Option("--seed", help="Seed of the noise (per example: seed, index).")]
+DatasetOption = Annotated[str | None, typer.Option(help="Dataset, for official checkpoints.")]
+NormalizationOption = Annotated[str | None, typer.Option(help="mean_std, mean or none, for official checkpoints.")]
+CertifierOption = Annotated[str, typer.Option(help="Certifier plugin.")]
+
+
 # --------------------------------------------------------------------------------------------- train
 
 TRAIN_HELP = """Train a base classifier for randomized smoothing and record the run.
@@ -133,12 +150,12 @@ def train(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/NAME).")] = None,
     train_limit: Annotated[int | None, typer.Option(help="Train on the first N examples (smoke runs).")] = None,
     test_limit: Annotated[int | None, typer.Option(help="Evaluate on the first N test examples.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data root (default $RSBENCH_DATA or ./data).")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: auto).")] = None,
+    data_dir: DataDirOption = None,
+    device: DeviceOption = None,
     workers: Annotated[int, typer.Option(help="Data-loader workers for file-based datasets.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
-    db: Annotated[str | None, typer.Option(help="Results store URL (default $RSBENCH_DB or ./rsbench.db).")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    db: DbOption = None,
+    progress: ProgressOption = True,
 ):
     from rsbench import config as cfg
     from rsbench.store import open_store
@@ -168,9 +185,9 @@ def train(
     from rsbench.plugins import get_dataset
 
     settings.setdefault("arch", get_dataset(settings["dataset"]).default_arch)
-    settings.setdefault(
-        "out", f"runs/{settings['dataset']}-{settings['method']}-sigma{settings['sigma']}-seed{settings.get('seed', 0)}"
-    )
+    given = "".join(f"-{k}{v}" for k, v in sorted(settings["params"].items()))
+    name = f"{settings['dataset']}-{settings['method']}-sigma{settings['sigma']}{given}-seed{settings.get('seed', 0)}"
+    settings.setdefault("out", f"runs/{name}")
     train_config = TrainConfig(**settings)
     store = open_store(db)  # fail on a bad store before hours of training
     result = run_training(train_config, resume=resume, show_progress=progress)
@@ -185,8 +202,6 @@ def train(
 
 # ------------------------------------------------------------------------------- certify / predict
 
-DbOption = Annotated[str | None, typer.Option(help="Results store URL or path (default $RSBENCH_DB or ./rsbench.db).")]
-DataDirOption = Annotated[Path | None, typer.Option(help="Data root (default $RSBENCH_DATA or ./data).")]
 
 
 def _run_certification(kind: str, checkpoint: Path, **settings: Any) -> None:
@@ -218,25 +233,25 @@ def _run_certification(kind: str, checkpoint: Path, **settings: Any) -> None:
 @app.command()
 @handle_errors
 def certify(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint of rsbench, Cohen, Salman or Jeong & Shin.")],
-    sigma: Annotated[float | None, typer.Option(help="σ of the smoothing noise (default: the checkpoint's).")] = None,
+    checkpoint: CheckpointArgument,
+    sigma: SigmaOption = None,
     n0: Annotated[int, typer.Option(help="Selection draws.")] = 100,
     n: Annotated[int, typer.Option(help="Estimation draws.")] = 100_000,
     alpha: Annotated[float, typer.Option(help="Failure probability of the certificate.")] = 0.001,
-    batch: Annotated[int, typer.Option(help="Noisy copies per forward pass.")] = 1000,
-    split: Annotated[str, typer.Option(help="train or test.")] = "test",
-    skip: Annotated[int, typer.Option(help="Certify every SKIP-th index.")] = 1,
-    limit: Annotated[int | None, typer.Option(help="At most LIMIT examples (a count).")] = None,
-    indices: Annotated[str | None, typer.Option(help="Explicit indices '0,7,42' (overrides skip/limit).")] = None,
-    noise_seed: Annotated[int, typer.Option("--seed", help="Seed of the certification noise.")] = 0,
-    dataset: Annotated[str | None, typer.Option(help="Dataset, for official checkpoints.")] = None,
-    normalization: Annotated[str | None, typer.Option(help="mean_std, mean or none, for official checkpoints.")] = None,
-    certifier: Annotated[str, typer.Option(help="Certifier plugin.")] = "cohen",
+    batch: BatchOption = 1000,
+    split: SplitOption = "test",
+    skip: SkipOption = 1,
+    limit: LimitOption = None,
+    indices: IndicesOption = None,
+    noise_seed: NoiseSeedOption = 0,
+    dataset: DatasetOption = None,
+    normalization: NormalizationOption = None,
+    certifier: CertifierOption = "cohen",
     data_dir: DataDirOption = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: CUDA when present).")] = None,
+    device: DeviceOption = None,
     budget: Annotated[str | None, typer.Option(help="Label of a scaled-down protocol, e.g. quick.")] = None,
     db: DbOption = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOption = True,
 ):
     """Certify the smoothed classifier of a checkpoint (Cohen's CERTIFY); rows go to the store as they are
     done, and rerunning an interrupted command resumes it. Prints the run id.
@@ -256,23 +271,23 @@ def certify(
 @app.command()
 @handle_errors
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint of rsbench, Cohen, Salman or Jeong & Shin.")],
-    sigma: Annotated[float | None, typer.Option(help="σ of the smoothing noise (default: the checkpoint's).")] = None,
+    checkpoint: CheckpointArgument,
+    sigma: SigmaOption = None,
     n: Annotated[int, typer.Option(help="Noise draws.")] = 1000,
     alpha: Annotated[float, typer.Option(help="Level of the binomial test.")] = 0.001,
-    batch: Annotated[int, typer.Option(help="Noisy copies per forward pass.")] = 1000,
-    split: Annotated[str, typer.Option(help="train or test.")] = "test",
-    skip: Annotated[int, typer.Option(help="Every SKIP-th index.")] = 1,
-    limit: Annotated[int | None, typer.Option(help="At most LIMIT examples (a count).")] = None,
-    indices: Annotated[str | None, typer.Option(help="Explicit indices '0,7,42'.")] = None,
-    noise_seed: Annotated[int, typer.Option("--seed", help="Seed of the noise.")] = 0,
-    dataset: Annotated[str | None, typer.Option(help="Dataset, for official checkpoints.")] = None,
-    normalization: Annotated[str | None, typer.Option(help="mean_std, mean or none, for official checkpoints.")] = None,
-    certifier: Annotated[str, typer.Option(help="Certifier plugin.")] = "cohen",
+    batch: BatchOption = 1000,
+    split: SplitOption = "test",
+    skip: SkipOption = 1,
+    limit: LimitOption = None,
+    indices: IndicesOption = None,
+    noise_seed: NoiseSeedOption = 0,
+    dataset: DatasetOption = None,
+    normalization: NormalizationOption = None,
+    certifier: CertifierOption = "cohen",
     data_dir: DataDirOption = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
+    device: DeviceOption = None,
     db: DbOption = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOption = True,
 ):
     """Predict with the smoothed classifier (Cohen's PREDICT, abstaining when the top two classes cannot be
     told apart at level α). Prints the run id.
@@ -296,7 +311,7 @@ def import_(
     method: Annotated[str, typer.Option(help="Training method of the certified model.")],
     sigma: Annotated[float, typer.Option(help="σ used for certification (and training).")],
     param: Annotated[list[str] | None, typer.Option(help="Method hyperparameter key=value.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Training seed (runs differing in seed aggregate).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Training seed (several files, none given: 0, 1, ...).")] = None,
     n0: Annotated[int, typer.Option(help="N0 of the log's protocol.")] = 100,
     n: Annotated[int, typer.Option(help="N of the log's protocol.")] = 100_000,
     alpha: Annotated[float, typer.Option(help="α of the log's protocol.")] = 0.001,
@@ -434,9 +449,9 @@ def reproduce(
     data_dir: DataDirOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     output_dir: Annotated[Path, typer.Option(help="Where the leaderboard markdown goes.")] = Path("leaderboards"),
-    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
+    device: DeviceOption = None,
     db: DbOption = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: ProgressOption = True,
 ):
     """Reproduce one of the paper's tables: train, certify and rank every row, skipping what the store already
     holds (rerun after an interruption to continue). Prints the leaderboard.
@@ -537,7 +552,7 @@ def plugins(
 @handle_errors
 def download(
     dataset: Annotated[str, typer.Argument(help="Dataset plugin name.")],
-    data_dir: Annotated[Path | None, typer.Option(help="Data root (default $RSBENCH_DATA or ./data).")] = None,
+    data_dir: DataDirOption = None,
 ):
     """Download a dataset into the data root with torchvision (needs internet).
 
