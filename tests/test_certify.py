@@ -30,7 +30,7 @@ def rows(db):
 
 
 def test_certify_resumes_after_being_killed(toy_checkpoint, toy_mnist_root, tmp_path):
-    args = ["certify", str(toy_checkpoint), "--limit", "40", "--skip", "2", "--n", "4000", "--n0", "50",
+    args = ["certify", str(toy_checkpoint), "--limit", "40", "--skip", "2", "--n", "2000", "--n0", "50",
             "--batch", "500", "--data-dir", str(toy_mnist_root), "--no-progress"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     killed_db = tmp_path / "killed.db"
