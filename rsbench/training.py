@@ -166,24 +166,30 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
             model.train()
             generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
             started = time.perf_counter()
-            loss_sum, loss_count = 0.0, 0
-            for x, y in iterate_batches(train_set, schedule.batch_size, True, generator, config.workers):
+            loss_sum, loss_count = torch.zeros((), device=device), 0  # summed on the device: no sync per step
+            for step, (x, y) in enumerate(
+                iterate_batches(train_set, schedule.batch_size, True, generator, config.workers)
+            ):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 for chunk_x, chunk_y in method.split_batch(x, y):
                     loss = method.loss(model, chunk_x, chunk_y)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    loss_sum += loss.item() * len(chunk_y)
+                    loss_sum += loss.detach() * len(chunk_y)
                     loss_count += len(chunk_y)
                 examples += len(y)
-                progress.update(task, advance=1, status=f"epoch {epoch + 1}/{schedule.epochs} "
-                                f"loss {loss_sum / max(loss_count, 1):.4f}")
+                progress.advance(task)
+                if step % 20 == 0:
+                    mean_loss = loss_sum.item() / max(loss_count, 1)
+                    progress.update(task, status=f"epoch {epoch + 1}/{schedule.epochs} loss {mean_loss:.4f}")
             elapsed = time.perf_counter() - started
             train_seconds += elapsed
             test_acc, test_loss = noisy_accuracy(model, test_set, method.sigma, device)
-            train_loss = loss_sum / max(loss_count, 1)
+            train_loss = loss_sum.item() / max(loss_count, 1)
             meta["rng_state"] = torch.get_rng_state()
+            if device.type == "cuda":
+                meta["cuda_rng_state"] = torch.cuda.get_rng_state(device)
             meta["test_accuracy"] = test_acc
             atomic_save(
                 {"epoch": epoch + 1, "arch": config.arch, "state_dict": model.state_dict(),
@@ -218,6 +224,8 @@ def _restore(path: Path, identity: dict, model: nn.Module, optimizer: torch.opti
     model.load_state_dict(checkpoint["state_dict"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     torch.set_rng_state(meta["rng_state"])
+    if "cuda_rng_state" in meta and next(model.parameters()).is_cuda:
+        torch.cuda.set_rng_state(meta["cuda_rng_state"], next(model.parameters()).device)
     console.print(f"resuming {path} after epoch {checkpoint['epoch']}")
     return int(checkpoint["epoch"]), float(meta.get("test_accuracy", float("nan")))
 
