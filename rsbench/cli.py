@@ -449,6 +449,8 @@ def reproduce(
     data_dir: DataDirOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     output_dir: Annotated[Path, typer.Option(help="Where the leaderboard markdown goes.")] = Path("leaderboards"),
+    methods: Annotated[str | None, typer.Option(help="Only these methods, 'gaussian,stability'.")] = None,
+    sigmas: Annotated[str | None, typer.Option(help="Only these σ, '0.5,1.0'.")] = None,
     device: DeviceOption = None,
     db: DbOption = None,
     progress: ProgressOption = True,
@@ -463,6 +465,8 @@ def reproduce(
         rsbench reproduce table2-slice --budget quick
 
         rsbench reproduce table3 --budget full --device cuda
+
+        rsbench reproduce table2 --budget quick --methods stability --sigmas 0.5,1.0
     """
     from rsbench import leaderboard as lb
     from rsbench import reproduce as rp
@@ -477,8 +481,11 @@ def reproduce(
         console.print(table)
         return
     store = open_store(db)
-    board, timings = rp.reproduce(experiment, budget, store, str(data_dir) if data_dir else None, str(runs_dir),
-                                  str(output_dir), device, progress)
+    board, timings = rp.reproduce(
+        experiment, budget, store, str(data_dir) if data_dir else None, str(runs_dir), str(output_dir), device,
+        progress, methods=[m.strip() for m in methods.split(",")] if methods else None,
+        sigmas=list(parse_floats(sigmas, "--sigmas")) if sigmas else None,
+    )
     for timing in timings:
         console.print(f"{timing['method']} σ={timing['sigma']} seed {timing['seed']}: train "
                       f"{timing['train_seconds']:.0f} s, certify {timing['certify_seconds']:.0f} s")

@@ -60,11 +60,8 @@ def _mean_std(values: list[float]) -> dict[str, float | None]:
     return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else None}
 
 
-def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...],
-                    experiment: str | None = None) -> list[dict[str, Any]]:
+def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...]) -> list[dict[str, Any]]:
     runs = store.runs(dataset, kind="certify", complete_only=True)
-    if experiment is not None and not runs.empty:
-        runs = runs[runs["experiment"] == experiment]
     if runs.empty:
         return []
     results = store.results(runs["id"].tolist())
@@ -128,9 +125,9 @@ def reported_rows(dataset: str, radii: tuple[float, ...], path: Path = REPORTED_
 
 
 def build(store: Store, dataset: str, radii: tuple[float, ...] = DEFAULT_RADII,
-          include_reported: bool = False, experiment: str | None = None) -> dict[str, Any]:
-    """The leaderboard of ``dataset`` as the JSON object of DESIGN.md (only ``experiment``'s runs if given)."""
-    rows = reproduced_rows(store, dataset, radii, experiment)
+          include_reported: bool = False) -> dict[str, Any]:
+    """The leaderboard of ``dataset`` as the JSON object of DESIGN.md."""
+    rows = reproduced_rows(store, dataset, radii)
     if include_reported:
         rows += reported_rows(dataset, radii)
     rows.sort(key=lambda r: (r["sigma"], r["budget"], r["method"], json.dumps(r["params"], sort_keys=True),

@@ -15,6 +15,7 @@ Method hyperparameters counted in epochs (SmoothAdv's ε warm-up) are not rescal
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from rsbench.certification import CertifyConfig, certify
 from rsbench.checkpoint import CHECKPOINT_NAME
 from rsbench.config import preset_settings
 from rsbench.errors import RsbenchError, did_you_mean
-from rsbench.plugins import get_dataset
+from rsbench.params import params_to_dict, parse_params
+from rsbench.plugins import get_dataset, get_method
 from rsbench.progress import console
 from rsbench.store import Store
 from rsbench.training import TrainConfig, train
@@ -71,6 +73,8 @@ def load_experiment(name: str) -> dict[str, Any]:
         settings.setdefault("dataset", experiment["dataset"])
         settings.setdefault("arch", experiment.get("arch") or get_dataset(settings["dataset"]).default_arch)
         settings.setdefault("params", {})
+        method = get_method(settings["method"])
+        settings["params"] = params_to_dict(parse_params(method.Params, settings["params"], settings["method"]))
         rows.append(settings)
     experiment["rows"] = rows
     experiment["name"] = name
@@ -90,19 +94,32 @@ def run_slug(row: dict[str, Any], seed: int) -> str:
     return f"{row['method']}-sigma{row['sigma']}{'-' + params if params else ''}-seed{seed}"
 
 
+def row_key(method: str, params: dict[str, Any], sigma: float, arch: str | None) -> tuple:
+    return method, json.dumps(params, sort_keys=True), float(sigma), arch
+
+
 def reproduce(name: str, budget_name: str, store: Store, data_dir: str | None = None, runs_dir: str = "runs",
-              output_dir: str | None = "leaderboards", device: str | None = None,
-              show_progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Train and certify every row × seed of an experiment that the store lacks; returns the leaderboard and
-    the time each row took here."""
+              output_dir: str | None = "leaderboards", device: str | None = None, show_progress: bool = True,
+              methods: list[str] | None = None, sigmas: list[float] | None = None,
+              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train and certify every row × seed of an experiment (or those of ``methods`` and ``sigmas``) that the
+    store lacks; returns the experiment's leaderboard and the time each row took here.
+
+    A configuration is trained once per budget whichever experiment asks for it: run folders are
+    ``RUNS/DATASET/BUDGET/METHOD-σ-PARAMS-SEED`` and certifications are found again by their protocol.
+    """
     if budget_name not in BUDGETS:
         raise RsbenchError(f"unknown budget {budget_name!r}", "choose full, quick or smoke")
     budget = BUDGETS[budget_name]
     experiment = load_experiment(name)
+    selected = [row for row in experiment["rows"]
+                if (not methods or row["method"] in methods) and (not sigmas or float(row["sigma"]) in sigmas)]
+    if not selected:
+        raise RsbenchError(f"no row of {name} matches the given methods and sigmas")
     timings = []
-    for row in experiment["rows"]:
+    for row in selected:
         for seed in experiment.get("seeds", [0]):
-            out = Path(runs_dir) / name / budget.name / run_slug(row, seed)
+            out = Path(runs_dir) / row["dataset"] / budget.name / run_slug(row, seed)
             config = TrainConfig(
                 dataset=row["dataset"], arch=row["arch"], method=row["method"], sigma=row["sigma"],
                 params=dict(row["params"]), out=str(out), epochs=budget.epochs,
@@ -128,8 +145,10 @@ def reproduce(name: str, budget_name: str, store: Store, data_dir: str | None = 
             timings.append({"method": row["method"], "sigma": row["sigma"], "params": row["params"], "seed": seed,
                             "train_seconds": trained - started, "certify_seconds": time.perf_counter() - trained})
     radii = leaderboard.parse_radii(experiment.get("radii"))
-    board = leaderboard.build(store, experiment["dataset"], radii, experiment=name)
-    board["rows"] = [r for r in board["rows"] if r["budget"] == budget.name]
+    board = leaderboard.build(store, experiment["dataset"], radii)
+    wanted = {row_key(r["method"], r["params"], r["sigma"], r["arch"]) for r in experiment["rows"]}
+    board["rows"] = [r for r in board["rows"] if r["budget"] == budget.name
+                     and row_key(r["method"], r["params"], r["sigma"], r["arch"]) in wanted]
     if output_dir:
         path = Path(output_dir) / f"{name}-{budget.name}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
