@@ -71,23 +71,31 @@ class SmoothedClassifier:
     def certify_detailed(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
                          generator: torch.Generator | None = None) -> Certificate:
         """CERTIFY with its counts: N0 draws select the top class, N fresh draws bound its probability."""
+        return self.certify_many(x.unsqueeze(0), n0, n, alpha, batch_size, [generator])[0]
+
+    def certify_many(self, xs: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
+                     generators: list[torch.Generator | None] | None = None) -> list[Certificate]:
+        """CERTIFY for each input of ``xs`` [K,C,H,W], their noisy copies sharing forward passes of
+        ``batch_size`` (a faster path where one input's copies do not fill the device). Each certificate has
+        the guarantee of :meth:`certify`; ``generators`` gives each input its own noise stream."""
         _check_sampling(n0, "n0")
         _check_sampling(n, "n")
         _check_alpha(alpha)
         if max_certified_radius(self.sigma, n, alpha) <= 0:
             warnings.warn(
                 f"with n={n} and alpha={alpha} no radius can be certified: CERTIFY will always abstain",
-                RuntimeWarning, stacklevel=2,
+                RuntimeWarning, stacklevel=3,
             )
         self.base_classifier.eval()
-        selection = self.sample_counts(x, n0, batch_size, generator)
-        top = int(selection.argmax())
-        estimation = self.sample_counts(x, n, batch_size, generator)
-        n_a = int(estimation[top])
-        p_a = lower_confidence_bound(n_a, n, alpha)
-        if p_a < 0.5:
-            return Certificate(ABSTAIN, 0.0, n_a, n, p_a)
-        return Certificate(top, self.sigma * float(norm.ppf(p_a)), n_a, n, p_a)
+        tops = self.sample_counts_many(xs, n0, batch_size, generators).argmax(1)
+        estimation = self.sample_counts_many(xs, n, batch_size, generators)
+        certificates = []
+        for top, counts in zip(tops.tolist(), estimation, strict=True):
+            n_a = int(counts[top])
+            p_a = lower_confidence_bound(n_a, n, alpha)
+            radius = self.sigma * float(norm.ppf(p_a)) if p_a >= 0.5 else 0.0
+            certificates.append(Certificate(top if p_a >= 0.5 else ABSTAIN, radius, n_a, n, p_a))
+        return certificates
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
                 generator: torch.Generator | None = None) -> int:
@@ -104,22 +112,33 @@ class SmoothedClassifier:
             return ABSTAIN
         return int(top2.indices[0])
 
-    @torch.no_grad()
     def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
                       generator: torch.Generator | None = None) -> torch.Tensor:
         """Class counts of f(x + δ) over ``num`` draws, in batches of ``batch_size`` (on x's device)."""
+        return self.sample_counts_many(x.unsqueeze(0), num, batch_size, [generator])[0]
+
+    @torch.no_grad()
+    def sample_counts_many(self, xs: torch.Tensor, num: int, batch_size: int,
+                           generators: list[torch.Generator | None] | None = None) -> torch.Tensor:
+        """[K, classes] counts of f(x_k + δ) over ``num`` fresh draws for each of the K inputs ``xs``; a
+        forward pass holds ``batch_size // K`` draws of each input."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
+        inputs = len(xs)
+        generators = generators or [None] * inputs
+        per_input = max(1, batch_size // inputs)
+        counts = torch.zeros(inputs * self.num_classes, dtype=torch.long, device=xs.device)
         remaining = num
         while remaining > 0:
-            size = min(batch_size, remaining)
+            size = min(per_input, remaining)
             remaining -= size
-            batch = x.unsqueeze(0).expand(size, *x.shape)
-            noise = torch.randn(batch.shape, generator=generator, device=x.device, dtype=x.dtype)
+            noise = torch.cat([torch.randn((size, *xs.shape[1:]), generator=g, device=xs.device, dtype=xs.dtype)
+                               for g in generators])
+            batch = xs.repeat_interleave(size, dim=0)  # input-major: rows k*size .. (k+1)*size-1 are input k
             predictions = self.base_classifier(batch + noise * self.sigma).argmax(1)
-            counts += torch.bincount(predictions, minlength=self.num_classes)
-        return counts
+            offsets = torch.arange(inputs, device=xs.device).repeat_interleave(size) * self.num_classes
+            counts += torch.bincount(predictions + offsets, minlength=inputs * self.num_classes)
+        return counts.view(inputs, self.num_classes)
 
 
 def _check_sampling(value: int, name: str) -> None:

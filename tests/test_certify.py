@@ -130,3 +130,13 @@ def test_one_epoch_on_real_mnist_beats_90_percent_noisy_accuracy(mnist_root, tmp
     assert result.exit_code == 0, result.output
     log = (tmp_path / "real" / "log.tsv").read_text().splitlines()
     assert float(log[1].split("\t")[-1]) > 0.90
+
+
+def test_several_images_per_forward_pass(toy_checkpoint, toy_mnist_root, tmp_path):
+    base = ["certify", str(toy_checkpoint), "--limit", "6", "--n", "400", "--n0", "20", "--data-dir",
+            str(toy_mnist_root), "--no-progress"]
+    grouped = runner.invoke(app, [*base, "--images-per-batch", "4", "--batch", "400", "--db", str(tmp_path / "g.db")])
+    assert grouped.exit_code == 0, grouped.output
+    single = runner.invoke(app, [*base, "--batch", "100", "--db", str(tmp_path / "s.db")])
+    assert single.exit_code == 0, single.output
+    assert rows(tmp_path / "g.db") == rows(tmp_path / "s.db")  # 400 // 4 = 100 draws of each image per pass

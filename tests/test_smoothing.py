@@ -111,3 +111,19 @@ def test_invalid_arguments():
             g.certify(x, **args)
     with pytest.raises(ValueError):
         SmoothedClassifier(Linear2(*problem()), 2, 0.0)
+
+
+def test_certify_many_shares_passes_and_keeps_each_inputs_certificate():
+    w, b = problem(seed=8)
+    g = SmoothedClassifier(Linear2(w, b), 2, 0.5)
+    xs = torch.stack([point_at_distance(w, b, d) for d in (-0.4, 0.0, 0.3, 0.8)])
+
+    def generators():
+        return [torch.Generator().manual_seed(100 + i) for i in range(len(xs))]
+
+    together = g.certify_many(xs, 50, 2000, 0.001, 4 * 250, generators())
+    alone = [g.certify_detailed(x, 50, 2000, 0.001, 250, gen) for x, gen in zip(xs, generators(), strict=True)]
+    assert together == alone  # same per-input noise streams, same chunks: identical certificates
+    assert together[1].prediction == -1 and together[3].prediction == 1 and together[0].prediction == 0
+    counts = g.sample_counts_many(xs, 1001, 300)
+    assert counts.shape == (4, 2) and counts.sum(1).tolist() == [1001] * 4
