@@ -76,6 +76,18 @@ def select_indices(size: int, config: CertifyConfig) -> list[int]:
     return list(range(0, size, config.skip))[: config.limit]
 
 
+def training_budget(meta: dict, dataset) -> str:
+    """``full`` for a model trained on the paper's schedule and all training images (or an official
+    checkpoint), else ``custom``: a leaderboard never mixes a shortened training run with full ones."""
+    schedule = meta.get("schedule")
+    if schedule is None:
+        return "full"
+    paper = dataset.schedule
+    same = (schedule["epochs"], schedule["lr"], tuple(schedule["milestones"]), schedule["batch_size"]) == (
+        paper.epochs, paper.lr, tuple(paper.milestones), paper.batch_size)
+    return "full" if same and meta.get("train_limit") is None else "custom"
+
+
 def protocol_key(sha256: str, sigma: float, config: CertifyConfig, indices: list[int]) -> str:
     identity = {
         "checkpoint": sha256, "kind": config.kind, "certifier": config.certifier, "sigma": sigma,
@@ -107,6 +119,7 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reu
     indices = select_indices(len(split), config)
     sha256 = file_sha256(config.checkpoint)
     training = store.training_run_for(sha256)
+    budget = config.budget or training_budget(meta, dataset)
     run_id, done, complete = store.start_run(
         kind=config.kind, origin="rsbench", protocol_key=protocol_key(sha256, sigma, config, indices),
         dataset=dataset.name, split=config.split, method=meta.get("method", "unknown"),
@@ -115,7 +128,7 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reu
         certifier=config.certifier, n0=config.n0 if config.kind == "certify" else None, n=config.n,
         alpha=config.alpha, batch_size=config.batch,
         indices={"list": indices} if config.indices is not None else {"skip": config.skip, "limit": config.limit},
-        num_planned=len(indices), budget=config.budget, experiment=config.experiment,
+        num_planned=len(indices), budget=budget, experiment=config.experiment,
         checkpoint_path=str(Path(config.checkpoint).resolve()), checkpoint_sha256=sha256,
         training_run_id=training.id if training else None,
         provenance={**provenance(device), "images_per_batch": config.images_per_batch,

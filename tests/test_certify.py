@@ -66,6 +66,7 @@ def test_certify_resumes_after_being_killed(toy_checkpoint, toy_mnist_root, tmp_
     assert export.read_text().splitlines()[0] == "idx\tlabel\tpredict\tradius\tcorrect\ttime"
     board = runner.invoke(app, ["leaderboard", "--dataset", "mnist", "--db", str(killed_db), "--format", "markdown"])
     assert "gaussian" in board.stdout and "| 40 |" in board.stdout
+    assert "| custom |" in board.stdout  # 2 epochs on 1024 images: never shown as a full-budget row
 
 
 def test_predict_and_explicit_indices(toy_checkpoint, toy_mnist_root, tmp_path):
