@@ -20,7 +20,7 @@ from rsbench.errors import RsbenchError
 from rsbench.store import Store
 
 DEFAULT_RADII = tuple(round(0.25 * i, 2) for i in range(11))
-GROUP_KEYS = ["method", "params_key", "arch", "sigma", "n0", "n", "alpha", "num_examples", "split", "budget"]
+GROUP_KEYS = ["origin", "method", "params_key", "arch", "sigma", "n0", "n", "alpha", "num_examples", "split", "budget"]
 REPORTED_FILE = Path(__file__).resolve().parent.parent / "leaderboards" / "paper_reported.json"
 
 
@@ -95,6 +95,7 @@ def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...]) -> lis
             "clean_accuracy": float(np.mean([m["clean_accuracy"] for m in metrics])),
             "abstain_rate": float(np.mean([m["abstain_rate"] for m in metrics])),
             "source": "reproduced",
+            "origin": first["origin"],
         })
     return rows
 
@@ -175,7 +176,8 @@ def _cell(stat: dict[str, Any] | None, scale: float, digits: int) -> str:
 
 
 def table(board: dict[str, Any]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
-    """Header, text cells and best-value flags; accuracies in percent, ACR in ℓ2 [0,1]-pixel units."""
+    """Header, text cells and best-value flags; accuracies in percent, ACR in ℓ2 [0,1]-pixel units. The
+    source column says ``rsbench`` (certified here), ``imported`` (a Cohen-format log) or the paper's table."""
     radii = [radius_key(r) for r in board["radii"]]
     header = ["σ", "method", "params", "arch", "source", "seeds", "ACR", *radii, "clean %", "abstain %",
               "N", "N0", "α", "examples", "budget"]
@@ -184,7 +186,7 @@ def table(board: dict[str, Any]) -> tuple[list[str], list[list[str]], list[list[
     for i, row in enumerate(board["rows"]):
         seeds = len(row["seeds"]) or "-"
         line = [f"{row['sigma']:.2f}", row["method"], _params_text(row["params"]), row.get("arch") or "-",
-                row.get("reference", row["source"]) if row["source"] == "reported" else row["source"], str(seeds),
+                row["reference"] if row["source"] == "reported" else row["origin"], str(seeds),
                 _cell(row["acr"], 1, 4)]
         line += [_cell(row["certified_accuracy"].get(r), 100, 1) for r in radii]
         line += [

@@ -48,6 +48,7 @@ def test_official_mnist_gaussian_logs_give_table3_acrs(official_logs, tmp_path):
         assert round(acrs[sigma]["std"], 4) == std
     row = next(r for r in board["rows"] if r["sigma"] == 0.5)
     assert row["seeds"] == [0, 1, 2, 3, 4] and row["num_examples"] == 10_000 and row["source"] == "reproduced"
+    assert row["origin"] == "imported"
     assert (row["n"], row["n0"], row["alpha"]) == (100_000, 100, 0.001)
     # Table 2 (one seed there) reads 89.7% at r = 1.0 for σ = 0.5; the 5-seed mean is close
     assert row["certified_accuracy"]["1.00"]["mean"] == pytest.approx(0.897, abs=0.005)
