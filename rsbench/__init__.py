@@ -7,7 +7,7 @@ __all__ = ["SmoothedClassifier", "hookimpl", "__version__"]
 
 
 def __getattr__(name):
-    # ``from rsbench import SmoothedClassifier`` without importing torch for ``rsbench --help``-light uses.
+    # ``from rsbench import SmoothedClassifier`` imports torch and scipy only when it is asked for.
     if name == "SmoothedClassifier":
         from rsbench.smoothing import SmoothedClassifier
 

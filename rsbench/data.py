@@ -74,10 +74,7 @@ def iterate_batches(
         for start in range(0, n, batch_size):
             yield dataset.batch(order[start : start + batch_size], generator)
         return
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-        persistent_workers=False,
-    )
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers)
     yield from loader
 
 

@@ -139,26 +139,30 @@ def build(store: Store, dataset: str, radii: tuple[float, ...] = DEFAULT_RADII,
 # ------------------------------------------------------------------------------------------ rendering
 
 
+def _mean_of(row: dict[str, Any], column: str) -> float | None:
+    """The mean ACR (``column`` = "acr") or certified accuracy at a radius key, None where not reported."""
+    cell = row["acr"] if column == "acr" else row["certified_accuracy"].get(column)
+    return cell["mean"] if cell else None
+
+
 def _best_flags(board: dict[str, Any]) -> dict[tuple[int, str], bool]:
-    """(row index, column) -> best among the rows of the same σ, budget and source kind."""
+    """(row index, column) -> whether it is the best positive value among rows of the same σ, budget and
+    source kind (with at least two rows to compare)."""
     flags: dict[tuple[int, str], bool] = {}
-    columns = ["acr"] + [radius_key(r) for r in board["radii"]]
     groups: dict[tuple, list[int]] = {}
     for i, row in enumerate(board["rows"]):
         groups.setdefault((row["sigma"], row["budget"], row["source"]), []).append(i)
     for members in groups.values():
-        for column in columns:
-            def value(i, column=column):
-                row = board["rows"][i]
-                cell = row["acr"] if column == "acr" else row["certified_accuracy"].get(column)
-                return cell["mean"] if cell else None
-
-            values = [value(i) for i in members if value(i) is not None]
-            if len(members) < 2 or not values:
+        if len(members) < 2:
+            continue
+        for column in ["acr"] + [radius_key(r) for r in board["radii"]]:
+            values = {i: _mean_of(board["rows"][i], column) for i in members}
+            present = [v for v in values.values() if v is not None]
+            if not present or max(present) <= 0:
                 continue
-            best = max(values)
-            for i in members:
-                flags[(i, column)] = value(i) is not None and math.isclose(value(i), best) and best > 0
+            best = max(present)
+            for i, value in values.items():
+                flags[(i, column)] = value is not None and math.isclose(value, best)
     return flags
 
 

@@ -107,11 +107,6 @@ class PluginManager:
         self.info[name] = PluginInfo(name, module, distribution, version)
         self._registries = None
 
-    def unregister(self, name: str) -> None:
-        self.pm.unregister(name=name)
-        del self.info[name]
-        self._registries = None
-
     @property
     def registries(self) -> dict[str, Registry]:
         if self._registries is None:
