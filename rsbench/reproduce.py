@@ -158,9 +158,12 @@ def reproduce(name: str, budget_name: str, store: Store, data_dir: str | None = 
 
 
 def experiment_markdown(experiment: dict[str, Any], budget: Budget, board: dict[str, Any]) -> str:
+    images = "all test images" if budget.skip == 1 else f"test indices 0, {budget.skip}, {2 * budget.skip}, …"
+    if budget.limit:
+        images += f", at most {budget.limit}"
     protocol = (f"budget `{budget.name}`: epochs {budget.epochs or 'paper schedule'}, train images "
                 f"{budget.train_limit or 'all'}, certification N0={budget.n0}, N={budget.n:,}, α={budget.alpha}, "
-                f"every {budget.skip}-th test image{f' (at most {budget.limit})' if budget.limit else ''}")
+                f"{images}")
     return (f"# {experiment['name']} ({budget.name})\n\n{experiment['description']}.\n\nProtocol: {protocol}.\n\n"
             f"Regenerate: `rsbench reproduce {experiment['name']} --budget {budget.name}` (skips what the store "
             f"holds), or `rsbench leaderboard --dataset {experiment['dataset']}` for the whole store.\n\n"
