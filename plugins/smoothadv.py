@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsbench import hookimpl
+from rsbench.errors import RsbenchError
 from rsbench.methods import Preset, TrainingMethod
 from rsbench.params import hyperparameter
 from rsbench_plugins.consistency import LOSS_FORMS, consistency_loss, split_into_chunks
@@ -135,8 +136,6 @@ class SmoothAdv(TrainingMethod):
     def __init__(self, params, sigma):
         super().__init__(params, sigma)
         if params.lam > 0 and params.m < 2:
-            from rsbench.errors import RsbenchError
-
             raise RsbenchError("smoothadv with consistency (lam > 0) needs m >= 2 noise draws")
         self.eps = params.eps
 

@@ -372,7 +372,7 @@ def runs(
     for column in ("id", "kind", "origin", "status", "dataset", "method", "params", "σ", "seed", "N", "examples",
                    "budget"):
         table.add_column(column)
-    counts = store.results(frame["id"].tolist()).groupby("run_id").size() if len(frame) else {}
+    counts = store.result_counts(frame["id"].tolist())
     for row in frame.itertuples():
         table.add_row(str(row.id), row.kind, row.origin, row.status, row.dataset, row.method,
                       ", ".join(f"{k}={v}" for k, v in row.params.items()), f"{row.sigma:g}", str(row.seed),

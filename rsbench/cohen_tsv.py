@@ -101,10 +101,9 @@ def import_tsv(store: Store, path: str | os.PathLike, *, dataset: str, method: s
     key = hashlib.sha256(json.dumps(
         {"import": sha256, "dataset": dataset, "method": method, "params": full_params, "sigma": sigma,
          "seed": seed, "n0": n0, "n": n, "alpha": alpha, "split": split}, sort_keys=True).encode()).hexdigest()
-    existing = store.runs(dataset, kind=None)
-    if len(existing) and (existing.protocol_key == key).any():
-        run_id = int(existing.loc[existing.protocol_key == key, "id"].iloc[0])
-        raise RsbenchError(f"{path} is already imported as run {run_id}")
+    existing = store.find_run(key)
+    if existing is not None:
+        raise RsbenchError(f"{path} is already imported as run {existing}")
     rows = rows.assign(n_a=None, n=n, n0=n0, alpha=alpha)
     return store.add_complete_run(
         rows, kind="certify", origin="imported", protocol_key=key, dataset=dataset, split=split,

@@ -64,10 +64,10 @@ def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...]) -> lis
     runs = store.runs(dataset, kind="certify", complete_only=True)
     if runs.empty:
         return []
-    results = store.results(runs["id"].tolist())
-    per_run = {run_id: run_metrics(rows, radii) for run_id, rows in results.groupby("run_id")}
+    by_run = store.results(runs["id"].tolist()).groupby("run_id")
+    per_run = {run_id: run_metrics(rows, radii) for run_id, rows in by_run}
     runs = runs[runs["id"].isin(per_run)].copy()
-    runs["num_examples"] = runs["id"].map(lambda i: len(results[results.run_id == i]))
+    runs["num_examples"] = runs["id"].map(by_run.size())
     runs["params_key"] = runs["params"].map(lambda p: json.dumps(p, sort_keys=True))
     runs["budget"] = runs["budget"].fillna("")
     runs["arch"] = runs["arch"].fillna("")

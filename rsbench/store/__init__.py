@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import create_engine, event, insert, inspect, select
+from sqlalchemy import create_engine, event, func, insert, inspect, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -137,14 +137,22 @@ class Store:
 
     # -------------------------------------------------------------------------------- certification
 
+    @staticmethod
+    def _latest_with_key(session: Session, protocol_key: str) -> CertificationRun | None:
+        query = select(CertificationRun).where(CertificationRun.protocol_key == protocol_key)
+        return session.scalars(query.order_by(CertificationRun.id.desc())).first()
+
+    def find_run(self, protocol_key: str) -> int | None:
+        """The id of the latest run with this ``protocol_key``, if any."""
+        with self.session() as session:
+            run = self._latest_with_key(session, protocol_key)
+            return run.id if run else None
+
     def start_run(self, **fields: Any) -> tuple[int, set[int], bool]:
         """The latest run with the same ``protocol_key`` or a new one: its id, the indices already done, and
         whether it is complete (a complete run is never repeated; an unfinished one is resumed)."""
         with self.session() as session:
-            existing = session.scalars(
-                select(CertificationRun).where(CertificationRun.protocol_key == fields["protocol_key"])
-                .order_by(CertificationRun.id.desc())
-            ).first()
+            existing = self._latest_with_key(session, fields["protocol_key"])
             if existing is not None:
                 done = set(session.scalars(select(Result.idx).where(Result.run_id == existing.id)))
                 return existing.id, done, existing.status == "complete"
@@ -192,6 +200,12 @@ class Store:
             runs = session.scalars(query.order_by(CertificationRun.id)).all()
         columns = [c.key for c in CertificationRun.__table__.columns]
         return pd.DataFrame([{c: getattr(run, c) for c in columns} for run in runs], columns=columns)
+
+    def result_counts(self, run_ids: list[int]) -> dict[int, int]:
+        """How many rows each run holds, counted in the database."""
+        query = select(Result.run_id, func.count()).where(Result.run_id.in_(run_ids)).group_by(Result.run_id)
+        with self.session() as session:
+            return dict(session.execute(query).all())
 
     def results(self, run_ids: list[int]) -> pd.DataFrame:
         """Per-example rows of the given runs (``run_id`` plus :data:`RESULT_COLUMNS`)."""
