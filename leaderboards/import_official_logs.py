@@ -19,6 +19,7 @@ from pathlib import Path
 from rsbench.cohen_tsv import import_tsv
 from rsbench.errors import RsbenchError
 from rsbench.store import open_store
+from rsbench.store.models import CertificationRun
 
 NOISE = re.compile(r"noise_(?P<sigma>[0-9.]+)(?:_(?P<seed>\d+))?$")
 
@@ -36,7 +37,7 @@ def describe(relative: Path) -> dict | None:
     for part in parts[1:-1]:
         for prefix, key in (("num_", "m"), ("lbd_", "lam"), ("eta_", "eta"), ("gamma_", "gamma"), ("beta_", "beta")):
             if part.startswith(prefix):
-                keys[key] = float(part[len(prefix):])
+                keys[key] = float(part[len(prefix) :])
         if part.startswith(("cifar_", "resnet")):
             arch = part
     if "m" in keys:
@@ -82,6 +83,9 @@ def main() -> None:
             try:
                 params = {key: str(value) for key, value in info.pop("params").items()}
                 run_id = import_tsv(store, path, params=params, **info)
+                with store.session() as session:  # name the log inside the archive, not the temporary folder
+                    run = session.get(CertificationRun, run_id)
+                    run.provenance = {**run.provenance, "imported_file": f"{Path(args.archive).name}:{relative}"}
                 print(f"run {run_id}: {relative}")
             except RsbenchError as error:
                 print(f"skipped {relative}: {error}")

@@ -22,20 +22,63 @@ STD = (0.2023, 0.1994, 0.2010)
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 
 
+# What the python batches' pickles reference (numpy arrays, as written by numpy 1 and 2, protocols 0-5, and
+# Python 2's str/bytes); anything else, like os.system, is refused before it is called.
+PICKLE_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain data and numpy arrays: a batch file can never run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR-10 batch never does")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> dict:
+    """The batch's dict; :class:`RsbenchError` for anything else, code-carrying files included."""
+    with open(path, "rb") as handle:
+        try:
+            entry = BatchUnpickler(handle, encoding="latin1").load()
+        except Exception as error:  # a damaged pickle raises nearly anything; all mean "not a batch"
+            raise RsbenchError(f"{path} is not a CIFAR-10 batch ({error})", "download it again") from None
+    if not isinstance(entry, dict):
+        raise RsbenchError(f"{path} is not a CIFAR-10 batch (it holds a {type(entry).__name__})", "download it again")
+    return entry
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    """A batch's images (uint8 [N, 3072], channel-major) and labels (0-9)."""
     if not path.is_file():
         raise RsbenchError(
             f"CIFAR-10 file {path.name} not found in {path.parent}",
             "point --data-dir or RSBENCH_DATA at the folder holding cifar-10-batches-py, "
             "or run `rsbench download cifar10`",
         )
-    with open(path, "rb") as handle:
-        try:
-            # The dataset's own format is a pickle of numpy arrays and lists.
-            entry = pickle.load(handle, encoding="latin1")
-        except Exception as error:
-            raise RsbenchError(f"{path} is not a CIFAR-10 batch ({error})", "download it again") from None
-    return np.asarray(entry["data"], dtype=np.uint8), list(entry.get("labels", entry.get("fine_labels")))
+    entry = _unpickle(path)
+    data, labels = entry.get("data"), entry.get("labels")
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+        or not isinstance(labels, list)
+        or len(labels) != len(data)
+        or not all(isinstance(label, int) and 0 <= label < 10 for label in labels)
+    ):
+        raise RsbenchError(
+            f"{path} is not a CIFAR-10 batch (needs uint8 data [N, 3072] and N labels 0-9)", "download it again"
+        )
+    return data, labels
 
 
 def load(root: Path, split: str, train: bool) -> InMemoryDataset:
@@ -61,7 +104,7 @@ def register_datasets(register):
             num_classes=10,
             input_shape=(3, 32, 32),
             normalization=Normalization("mean_std", MEAN, STD),
-            schedule=Schedule(lr=0.1, epochs=150, milestones=(50, 100)),
+            schedule=Schedule(lr=0.1, epochs=150, milestones=(51, 101)),  # official StepLR(50) after each epoch
             load=load,
             download=download,
             default_arch="cifar_resnet110",

@@ -15,8 +15,14 @@ class Gaussian(TrainingMethod):
         Preset(f"mnist-gaussian-{sigma:.2f}", f"Table 2: Gaussian, MNIST σ={sigma}", "mnist", sigma, {}, "lenet")
         for sigma in (0.25, 0.5, 1.0)
     ) + tuple(
-        Preset(f"cifar10-gaussian-{sigma:.2f}", f"Table 7: Gaussian, CIFAR-10 σ={sigma}", "cifar10", sigma, {},
-               "cifar_resnet110")
+        Preset(
+            f"cifar10-gaussian-{sigma:.2f}",
+            f"Table 7: Gaussian, CIFAR-10 σ={sigma}",
+            "cifar10",
+            sigma,
+            {},
+            "cifar_resnet110",
+        )
         for sigma in (0.25, 0.5, 1.0)
     )
 

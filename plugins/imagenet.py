@@ -32,9 +32,7 @@ def load(root: Path, split: str, train: bool):
             [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
         )
     else:
-        transform = transforms.Compose(
-            [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()]
-        )
+        transform = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
     return datasets.ImageFolder(str(folder), transform=transform)
 
 
@@ -47,7 +45,7 @@ def register_datasets(register):
             num_classes=1000,
             input_shape=(3, 224, 224),
             normalization=Normalization("mean_std", MEAN, STD),
-            schedule=Schedule(lr=0.1, epochs=90, milestones=(30, 60)),
+            schedule=Schedule(lr=0.1, epochs=90, milestones=(31, 61)),  # official StepLR(30) after each epoch
             load=load,
             default_arch="resnet50",
             layout="imagenet/{train,val}/<class>/*.JPEG",

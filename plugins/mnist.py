@@ -6,6 +6,8 @@ Expected at ``DATA/MNIST/raw/`` (torchvision's layout, ``.gz`` or extracted idx 
 from __future__ import annotations
 
 import gzip
+import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +25,29 @@ FILES = {
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4")}
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an idx file (plain or gzipped) into an array."""
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, unzipped for ``.gz``; a damaged or truncated gzip stream is an :class:`RsbenchError`."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            return handle.read()
+    except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError; a cut stream an EOFError
+        raise RsbenchError(
+            f"{path} cannot be read ({type(error).__name__}: {error})", "delete it and download MNIST again"
+        ) from None
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (plain or gzipped) into an array; a damaged file is an :class:`RsbenchError`."""
+    data = _read_bytes(path)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES:
         raise RsbenchError(f"{path} is not an idx file", "delete it and download MNIST again")
-    ndim = data[3]
+    ndim, dtype = data[3], np.dtype(IDX_TYPES[data[2]])  # type: ignore[call-overload]
+    offset = 4 + 4 * ndim
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    array = np.frombuffer(data, dtype=IDX_TYPES[data[2]], offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise RsbenchError(f"{path} is truncated", "delete it and download MNIST again")
-    return array.reshape(shape)
+    if len(data) < offset or len(data) - offset != math.prod(shape) * dtype.itemsize:
+        raise RsbenchError(f"{path} is truncated or its header gives a wrong size", "download MNIST again")
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
 
 
 def _find(raw: Path, stem: str) -> Path:
@@ -51,9 +63,16 @@ def _find(raw: Path, stem: str) -> Path:
 def load(root: Path, split: str, train: bool) -> InMemoryDataset:
     raw = Path(root) / "MNIST" / "raw"
     images_file, labels_file = FILES[split]
-    images = torch.from_numpy(read_idx(_find(raw, images_file)).copy()).unsqueeze(1)
-    labels = torch.from_numpy(read_idx(_find(raw, labels_file)).astype(np.int64))
-    return InMemoryDataset(images, labels)
+    images, labels = read_idx(_find(raw, images_file)), read_idx(_find(raw, labels_file))
+    if images.dtype != np.uint8 or images.shape[1:] != (28, 28) or labels.ndim != 1 or len(labels) != len(images):
+        raise RsbenchError(
+            f"MNIST files {images_file} and {labels_file} in {raw} do not hold N 28x28 images and "
+            f"their N labels (shapes {images.shape} and {labels.shape})",
+            "download MNIST again",
+        )
+    if len(labels) and not 0 <= labels.min() <= labels.max() < 10:
+        raise RsbenchError(f"MNIST labels in {raw / labels_file} lie outside 0-9", "download MNIST again")
+    return InMemoryDataset(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
 
 
 def download(root: Path) -> None:
@@ -72,7 +91,7 @@ def register_datasets(register):
             num_classes=10,
             input_shape=(1, 28, 28),
             normalization=Normalization("none"),
-            schedule=Schedule(lr=0.01, epochs=90, milestones=(30, 60)),
+            schedule=Schedule(lr=0.01, epochs=90, milestones=(31, 61)),  # official StepLR(30) after each epoch
             load=load,
             download=download,
             default_arch="lenet",

@@ -28,11 +28,26 @@ class Stability(TrainingMethod):
     description = "Stability training (Li et al. 2019): CE(f(x), y) + λ·CE(softmax f(x), f(x+δ))"
     Params = StabilityParams
     presets = tuple(
-        Preset(f"mnist-stability-{s:.2f}", f"Table 2: stability training (λ=2), MNIST σ={s}", "mnist", s,
-               {"lam": 2.0}, "lenet") for s in (0.25, 0.5, 1.0)
+        Preset(
+            f"mnist-stability-{s:.2f}",
+            f"Table 2: stability training (λ=2), MNIST σ={s}",
+            "mnist",
+            s,
+            {"lam": 2.0},
+            "lenet",
+        )
+        for s in (0.25, 0.5, 1.0)
     ) + tuple(
-        Preset(f"cifar10-stability-{s:.2f}-lam{lam:g}", f"Table 7: stability training (λ={lam:g}), CIFAR-10 σ={s}",
-               "cifar10", s, {"lam": lam}, "cifar_resnet110") for s in (0.25, 0.5, 1.0) for lam in (1.0, 2.0)
+        Preset(
+            f"cifar10-stability-{s:.2f}-lam{lam:g}",
+            f"Table 7: stability training (λ={lam:g}), CIFAR-10 σ={s}",
+            "cifar10",
+            s,
+            {"lam": lam},
+            "cifar_resnet110",
+        )
+        for s in (0.25, 0.5, 1.0)
+        for lam in (1.0, 2.0)
     )
 
     def loss(self, model, x, y):

@@ -1,8 +1,10 @@
-"""Certify or predict a checkpoint on a dataset split, one row per example committed to the store as it
-is done, so that an interrupted run resumes where it stopped.
+"""Certify or predict a checkpoint on a dataset split: open the run, certify a chunk of inputs, record its
+rows, repeat. Each row is committed to the store as it is done, so an interrupted run resumes where it
+stopped.
 
-Each example's noise comes from its own generator, seeded by (noise seed, index): a resumed run gives
-exactly the rows an uninterrupted one would.
+Each example's noise comes from its own generator, seeded by (noise seed, index): a resumed or sharded run
+gives exactly the rows an uninterrupted one would. Under torchrun the examples still to do are split across
+ranks, each committing its own rows into the one run. Everything is validated before the run is written.
 """
 
 from __future__ import annotations
@@ -12,48 +14,44 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from rsbench.checkpoint import classifier_from_checkpoint, load_checkpoint
+from rsbench.config import CertifyConfig
 from rsbench.data import data_root
-from rsbench.errors import RsbenchError
+from rsbench.distributed import World, current_world, rank_device
+from rsbench.errors import RsbenchError, check_seed
+from rsbench.params import params_to_dict, parse_params
 from rsbench.plugins import get_certifier, get_dataset
 from rsbench.progress import make_progress
-from rsbench.provenance import auto_device, provenance
+from rsbench.provenance import auto_device, file_sha256, provenance
 from rsbench.smoothing import max_certified_radius
-from rsbench.store import Store, file_sha256
+from rsbench.specs import Certificate, CertificationRequest, Dataset, SmoothedClassifierProtocol
+from rsbench.store import Store
 
 
 @dataclasses.dataclass
-class CertifyConfig:
-    """One certification. ``sigma`` defaults to the checkpoint's training σ; ``skip``/``limit`` take every
-    ``skip``-th index of the split, at most ``limit`` of them; ``indices`` lists them explicitly."""
+class CertificationJob:
+    """A validated certification: what to certify, with what, and where its rows go."""
 
-    checkpoint: str
-    kind: str = "certify"  # certify | predict
-    sigma: float | None = None
-    n0: int = 100
-    n: int = 100_000
-    alpha: float = 0.001
-    batch: int = 1000
-    split: str = "test"
-    skip: int = 1
-    limit: int | None = None
-    indices: list[int] | None = None
-    noise_seed: int = 0
-    dataset: str | None = None
-    normalization: str | None = None
-    certifier: str = "cohen"
-    data_dir: str | None = None
-    device: str | None = None
-    budget: str | None = None
-    experiment: str | None = None
-    images_per_batch: int = 1  # certify: inputs whose noisy copies share a forward pass (faster on GPUs)
+    config: CertifyConfig
+    sigma: float
+    dataset: Dataset
+    split: Any
+    smoothed: SmoothedClassifierProtocol
+    request: CertificationRequest
+    device: torch.device
+    run_id: int
+    todo: list[int]
 
 
 def validate(config: CertifyConfig) -> None:
+    if config.kind not in ("certify", "predict"):
+        raise RsbenchError(f"kind must be certify or predict, not {config.kind!r}")
     if config.sigma is not None and not (math.isfinite(config.sigma) and config.sigma > 0):
         raise RsbenchError(f"sigma must be a positive number, not {config.sigma}")
     if not 0 < config.alpha < 1:
@@ -61,10 +59,16 @@ def validate(config: CertifyConfig) -> None:
     for name in ("n0", "n", "batch", "skip", "images_per_batch"):
         if getattr(config, name) < 1:
             raise RsbenchError(f"{name} must be at least 1, not {getattr(config, name)}")
+    check_seed(config.noise_seed, "the noise seed (--seed)")
     if config.limit is not None and config.limit < 1:
         raise RsbenchError(f"limit must be at least 1, not {config.limit}")
     if config.split not in ("train", "test"):
         raise RsbenchError(f"split must be train or test, not {config.split!r}")
+    if config.indices is not None:
+        if not config.indices:
+            raise RsbenchError("--indices names no index", "e.g. --indices 0,7,42")
+        if len(set(config.indices)) != len(config.indices):
+            raise RsbenchError("--indices names an index twice")
 
 
 def select_indices(size: int, config: CertifyConfig) -> list[int]:
@@ -76,7 +80,7 @@ def select_indices(size: int, config: CertifyConfig) -> list[int]:
     return list(range(0, size, config.skip))[: config.limit]
 
 
-def training_budget(meta: dict, dataset) -> str:
+def training_budget(meta: dict[str, Any], dataset: Dataset) -> str:
     """``full`` for a model trained on the paper's schedule and all training images (or an official
     checkpoint), else ``custom``: a leaderboard never mixes a shortened training run with full ones."""
     schedule = meta.get("schedule")
@@ -84,23 +88,44 @@ def training_budget(meta: dict, dataset) -> str:
         return "full"
     paper = dataset.schedule
     same = (schedule["epochs"], schedule["lr"], tuple(schedule["milestones"]), schedule["batch_size"]) == (
-        paper.epochs, paper.lr, tuple(paper.milestones), paper.batch_size)
+        paper.epochs,
+        paper.lr,
+        tuple(paper.milestones),
+        paper.batch_size,
+    )
     return "full" if same and meta.get("train_limit") is None else "custom"
 
 
-def protocol_key(sha256: str, sigma: float, config: CertifyConfig, indices: list[int]) -> str:
+def protocol_key(sha256: str, sigma: float, config: CertifyConfig, certifier_params: dict[str, Any]) -> str:
+    """A run's identity: its checkpoint and certification protocol. Not the indices it covers: several
+    selections (or shards) of one protocol are rows of one run, never extra seeds."""
     identity = {
-        "checkpoint": sha256, "kind": config.kind, "certifier": config.certifier, "sigma": sigma,
-        "n0": config.n0 if config.kind == "certify" else None, "n": config.n, "alpha": config.alpha,
-        "split": config.split, "indices": indices, "noise_seed": config.noise_seed,
-        "dataset": config.dataset, "normalization": config.normalization, "budget": config.budget,
+        "checkpoint": sha256,
+        "kind": config.kind,
+        "certifier": config.certifier,
+        "params": certifier_params,
+        "sigma": sigma,
+        "n0": config.n0 if config.kind == "certify" else None,
+        "n": config.n,
+        "alpha": config.alpha,
+        "radii": list(config.radii),
+        "split": config.split,
+        "noise_seed": config.noise_seed,
+        "dataset": config.dataset,
+        "normalization": config.normalization,
+        "budget": config.budget,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reuse_complete: bool = False) -> int:
-    """Run (or resume) a certification; returns its run id in ``store``. A complete run with the same
-    protocol is an error, or is returned as it is with ``reuse_complete``."""
+def noise_generators(config: CertifyConfig, indices: Sequence[int], device: torch.device) -> list[torch.Generator]:
+    """One noise stream per example, seeded by (noise seed, index)."""
+    return [torch.Generator(device=device).manual_seed(config.noise_seed * 1_000_003 + i) for i in indices]
+
+
+def open_job(config: CertifyConfig, store: Store) -> CertificationJob:
+    """Validate everything (config, checkpoint, σ, certifier and its parameters, data, indices), then open
+    or resume the run in the store."""
     validate(config)
     checkpoint = load_checkpoint(config.checkpoint)
     classifier, meta = classifier_from_checkpoint(checkpoint, config.dataset, config.normalization)
@@ -110,70 +135,143 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reu
         raise RsbenchError("the checkpoint does not record its σ (an official checkpoint?)", "pass --sigma")
     if config.kind == "certify" and max_certified_radius(sigma, config.n, config.alpha) <= 0:
         raise RsbenchError(
-            f"with N={config.n} and alpha={config.alpha} CERTIFY can never certify (it needs "
-            f"alpha^(1/N) > 0.5)", "raise --n",
+            f"with N={config.n} and alpha={config.alpha} CERTIFY can never certify (it needs alpha^(1/N) > 0.5)",
+            "raise --n",
         )
-    device = auto_device(config.device)
-    classifier.to(device)
+    certifier = get_certifier(config.certifier)
+    certifier_params = parse_params(certifier.Params, config.certifier_params, f"certifier {config.certifier!r}")
+    device = auto_device(rank_device(current_world(config.device), config.device))
+    smoothed = certifier.create(classifier.to(device), dataset.num_classes, float(sigma), certifier_params)
     split = dataset.load(data_root(config.data_dir), config.split, False)
-    indices = select_indices(len(split), config)
+    indices = select_indices(len(split), config)  # type: ignore[arg-type]  # map-style datasets have a length
+    request = CertificationRequest(config.n0, config.n, config.alpha, config.batch, tuple(config.radii))
+    check_request = getattr(smoothed, "check_request", None)  # optional in the contract
+    if check_request is not None:
+        check_request(request)
     sha256 = file_sha256(config.checkpoint)
+    fields = run_record(config, meta, dataset, float(sigma), sha256, params_to_dict(certifier_params), device)
     training = store.training_run_for(sha256)
-    budget = config.budget or training_budget(meta, dataset)
-    run_id, done, complete = store.start_run(
-        kind=config.kind, origin="rsbench", protocol_key=protocol_key(sha256, sigma, config, indices),
-        dataset=dataset.name, split=config.split, method=meta.get("method", "unknown"),
-        params=meta.get("params", {}), arch=meta.get("arch"), sigma=float(sigma),
-        train_sigma=meta.get("sigma"), seed=meta.get("seed"), noise_seed=config.noise_seed,
-        certifier=config.certifier, n0=config.n0 if config.kind == "certify" else None, n=config.n,
-        alpha=config.alpha, batch_size=config.batch,
-        indices={"list": indices} if config.indices is not None else {"skip": config.skip, "limit": config.limit},
-        num_planned=len(indices), budget=budget, experiment=config.experiment,
-        checkpoint_path=str(Path(config.checkpoint).resolve()), checkpoint_sha256=sha256,
-        training_run_id=training.id if training else None,
-        provenance={**provenance(device), "images_per_batch": config.images_per_batch,
-                    "checkpoint_meta": {k: v for k, v in meta.items() if k in ("preset", "provenance", "train_limit")}},
+    selection = {"list": indices} if config.indices is not None else {"skip": config.skip, "limit": config.limit}
+    run_id, done = store.start_run(
+        indices=indices, selection=selection, training_run_id=training.id if training else None, **fields
     )
-    if complete and reuse_complete:
-        return run_id
-    if complete:
-        raise RsbenchError(
-            f"this certification is already complete in the store (run {run_id})",
-            f"see `rsbench runs` or `rsbench export {run_id}`; change --seed for another run",
-        )
-    smoothed = get_certifier(config.certifier).create(classifier, dataset.num_classes, float(sigma))
     todo = [i for i in indices if i not in done]
-    previous = store.results([run_id])
-    correct = int(previous["correct"].sum())
-    radius_sum = float((previous["correct"] * previous["radius"]).sum())
-    count = len(previous)
+    return CertificationJob(config, float(sigma), dataset, split, smoothed, request, device, run_id, todo)
+
+
+def run_record(
+    config: CertifyConfig, meta: dict[str, Any], dataset: Dataset, sigma: float, sha256: str,
+    certifier_params: dict[str, Any], device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    """What the store records of a certification run: its protocol (and the key made of it), the model it
+    certifies (from the checkpoint's metadata) and its provenance."""
+    certifying = config.kind == "certify"
+    recorded = {k: v for k, v in meta.items() if k in ("preset", "provenance", "train_limit")}
+    return dict(
+        kind=config.kind, origin="rsbench", protocol_key=protocol_key(sha256, sigma, config, certifier_params),
+        dataset=dataset.name, split=config.split, method=meta.get("method", "unknown"),
+        params=meta.get("params", {}), arch=meta.get("arch"), sigma=sigma, train_sigma=meta.get("sigma"),
+        seed=meta.get("seed"), noise_seed=config.noise_seed, certifier=config.certifier,
+        certifier_params=certifier_params, n0=config.n0 if certifying else None, n=config.n, alpha=config.alpha,
+        batch_size=config.batch, budget=config.budget or training_budget(meta, dataset),
+        experiment=config.experiment, checkpoint_path=str(Path(config.checkpoint).resolve()),
+        checkpoint_sha256=sha256,
+        provenance={**provenance(device), "images_per_batch": config.images_per_batch,
+                    "radii": list(config.radii), "checkpoint_meta": recorded},
+    )  # fmt: skip
+
+
+def certify_chunk(job: CertificationJob, indices: Sequence[int], images: torch.Tensor) -> list[Certificate]:
+    """Certificates (or, for ``predict``, predictions with radius 0) of the examples at ``indices``, whose
+    ``images`` [K,C,H,W] are already loaded."""
+    xs = images.to(job.device)
+    generators = noise_generators(job.config, indices, job.device)
+    if job.config.kind == "certify":
+        return job.smoothed.certify_batch(xs, job.request, generators)
+    request = job.request
+    return [
+        Certificate(job.smoothed.predict(x, request.n, request.alpha, request.batch_size, g), 0.0, request.n)
+        for x, g in zip(xs, generators, strict=True)
+    ]
+
+
+def record(
+    job: CertificationJob,
+    store: Store,
+    indices: Sequence[int],
+    labels: Sequence[int],
+    certificates: Sequence[Certificate],
+    seconds: float,
+) -> list[tuple[int, float]]:
+    """Commit one row per example; returns (correct, radius) per row for the progress line."""
+    config = job.config
+    rows = []
+    for index, label, certificate in zip(indices, labels, certificates, strict=True):
+        correct = int(certificate.prediction == label)
+        store.add_result(
+            job.run_id,
+            idx=index,
+            label=label,
+            predict=certificate.prediction,
+            radius=certificate.radius,
+            radius_kind=certificate.radius_kind if config.kind == "certify" else None,
+            correct=correct,
+            n_a=certificate.n_a,
+            n=config.n,
+            n0=config.n0 if config.kind == "certify" else None,
+            alpha=config.alpha,
+            draws=certificate.draws,
+            seconds=seconds / len(indices),
+        )
+        rows.append((correct, certificate.radius))
+    return rows
+
+
+def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reuse_complete: bool = False) -> int:
+    """Run (or resume) a certification; returns its run id in ``store``. A run that already holds every
+    requested example is an error, or is returned as it is with ``reuse_complete``."""
+    world = current_world(config.device)
+    job = open_job_in_turn(config, store, world)
+    if not job.todo:
+        if world.main:
+            store.finish_run(job.run_id)
+        if reuse_complete:
+            return job.run_id
+        raise RsbenchError(
+            f"this certification is already complete in the store (run {job.run_id})",
+            f"see `rsbench runs` or `rsbench export {job.run_id}`; change --seed for another run",
+        )
+    previous = store.results([job.run_id])
+    outcomes = list(zip(previous["correct"].tolist(), previous["radius"].tolist(), strict=True))
     group = config.images_per_batch if config.kind == "certify" else 1
-    with make_progress(show_progress) as progress:
-        task = progress.add_task(f"{config.kind} σ={sigma}", total=len(indices), completed=count, status="")
-        for start in range(0, len(todo), group):
-            chunk = todo[start : start + group]
-            examples = [split[index] for index in chunk]
-            xs = torch.stack([x for x, _ in examples]).to(device)
-            generators = [torch.Generator(device=device).manual_seed(config.noise_seed * 1_000_003 + index)
-                          for index in chunk]
+    mine = world.shard(job.todo)
+    with make_progress(show_progress and world.main) as progress:
+        task = progress.add_task(
+            f"{config.kind} σ={job.sigma:g}", total=len(outcomes) + len(mine), completed=len(outcomes), status=""
+        )
+        for start in range(0, len(mine), group):
+            chunk = mine[start : start + group]
             started = time.perf_counter()
-            if config.kind == "certify":
-                certificates = smoothed.certify_many(xs, config.n0, config.n, config.alpha, config.batch, generators)
-                outcomes = [(c.prediction, c.radius, c.n_a) for c in certificates]
-            else:
-                outcomes = [(smoothed.predict(xs[0], config.n, config.alpha, config.batch, generators[0]), 0.0, None)]
-            seconds = (time.perf_counter() - started) / len(chunk)
-            for index, (_, label), (prediction, radius, n_a) in zip(chunk, examples, outcomes, strict=True):
-                is_correct = int(prediction == int(label))
-                store.add_result(
-                    run_id, idx=index, label=int(label), predict=prediction, radius=radius, correct=is_correct,
-                    n_a=n_a, n=config.n, n0=config.n0 if config.kind == "certify" else None, alpha=config.alpha,
-                    seconds=seconds,
-                )
-                count += 1
-                correct += is_correct
-                radius_sum += radius * is_correct
-            progress.update(task, advance=len(chunk),
-                            status=f"accuracy {correct / count:.3f}  ACR {radius_sum / count:.3f}")
-    store.finish_run(run_id)
-    return run_id
+            examples = [job.split[i] for i in chunk]  # each example loaded once: image for the certifier, label
+            certificates = certify_chunk(job, chunk, torch.stack([x for x, _ in examples]))
+            labels = [int(y) for _, y in examples]
+            outcomes += record(job, store, chunk, labels, certificates, time.perf_counter() - started)
+            accuracy = sum(c for c, _ in outcomes) / len(outcomes)
+            acr = sum(c * r for c, r in outcomes) / len(outcomes)
+            progress.update(task, advance=len(chunk), status=f"accuracy {accuracy:.3f}  ACR {acr:.3f}")
+    world.barrier()
+    if world.main:
+        store.finish_run(job.run_id)
+    return job.run_id
+
+
+def open_job_in_turn(config: CertifyConfig, store: Store, world: World) -> CertificationJob:
+    """:func:`open_job` on every rank, rank 0 first (it creates the run; the others then find it), so all
+    ranks see the same examples still to do and split them by :meth:`World.shard`."""
+    if not world.main:
+        world.barrier()
+    job = open_job(config, store)
+    if world.main:
+        world.barrier()
+    world.agree((job.run_id, job.todo), "the run and the examples still to do")
+    return job

@@ -7,81 +7,208 @@ it, and their checkpoints load here (``rsbench`` entry absent: dataset and norma
 
 from __future__ import annotations
 
+import errno
+import io
+import math
 import os
-import pickle
+import pickletools
 import tempfile
+import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
 
-from rsbench.errors import RsbenchError
+from rsbench.errors import RsbenchError, check_seed
 from rsbench.nets import NORMALIZATION_KINDS, build_classifier, normalization_for
 from rsbench.plugins import get_dataset
-from rsbench.specs import Normalization
+from rsbench.specs import Dataset, Normalization
 
 CHECKPOINT_NAME = "checkpoint.pth.tar"
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], make_folder: bool = False) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``: readers see the old
+    file or the whole new one. An unwritable ``path`` (missing or read-only folder, a folder itself, a full
+    disk) is an :class:`RsbenchError`, and no temporary file is left behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file name")
+        if make_folder:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as error:
+        raise RsbenchError(f"cannot write {path}: {error.strerror or error}", "choose a writable file path") from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` atomically (:func:`atomic_write`), creating its folder."""
+    atomic_write(path, lambda handle: torch.save(obj, handle), make_folder=True)
+
+
+def _pickled_globals(stream: BinaryIO) -> list[str]:
+    """The dotted names of the globals (classes, functions) the pickles in ``stream``, one after another,
+    refer to, read with :mod:`pickletools` (nothing is executed); damaged bytes end the scan."""
+    names: list[str] = []
+    strings: list[str] = []  # strings pushed so far: STACK_GLOBAL takes its module and name from the last two
+    memo: dict[int, str | None] = {}
+    top: str | None = None  # the string the last opcode pushed, if it pushed one
+    try:
+        while stream.read(1):
+            stream.seek(-1, io.SEEK_CUR)
+            memo.clear()
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[len(memo) if arg is None else arg] = top
+                    continue
+                top = None
+                if opcode.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(".".join(strings[-2:]))
+                elif "UNICODE" in opcode.name or "STRING" in opcode.name:
+                    top = str(arg)
+                elif opcode.name in ("GET", "BINGET", "LONG_BINGET"):
+                    top = memo.get(arg) if isinstance(arg, int) else None
+                if top is not None:
+                    strings.append(top)
+    except Exception:  # damaged bytes end the scan, whatever genops raises on them
+        pass
+    return names
+
+
+def code_references(path: Path) -> list[str]:
+    """Globals a checkpoint's pickles refer to beyond the plain data that ``torch.load(weights_only=True)``
+    admits (tensors, storages, dtypes, ordered dicts): functions or classes that unpickling would call."""
+    allowed = set(torch._weights_only_unpickler._get_allowed_globals())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [
+                name
+                for member in archive.namelist()
+                if member.endswith(".pkl")
+                for name in _pickled_globals(io.BytesIO(archive.read(member)))
+            ]
+    except Exception:  # not a readable zip: a legacy checkpoint (several pickles in a row) or a bare pickle
+        with open(path, "rb") as handle:
+            names = _pickled_globals(handle)
+    return sorted({name for name in names if name not in allowed and not name.startswith("torch._utils._rebuild")})
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a file needing arbitrary unpickling is refused."""
+    """Read a checkpoint with ``weights_only=True``. A file that would run code when unpickled is refused
+    as such, naming what it calls; any other unreadable file as corrupt (whatever torch raised on it)."""
     path = Path(path)
     if not path.is_file():
         raise RsbenchError(f"checkpoint {str(path)!r} does not exist", "give the path to a .pth.tar file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" not in str(error):  # not a pickle of objects at all: damaged bytes
+        with warnings.catch_warnings():  # torch warns about protocols of bare pickles: the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # damaged bytes make torch.load raise nearly any type
+        code = code_references(path)
+        if code:
             raise RsbenchError(
-                f"{path} is not a readable torch checkpoint (UnpicklingError)",
-                "the file is corrupt or truncated; retrain or restore it",
+                f"{path} is not a plain-data checkpoint and is not loaded: it holds pickled code that would call "
+                f"{', '.join(code[:3])}",
+                "load it only if you trust its source, and re-save its state_dict with torch.save",
             ) from None
-        first = next(line for line in str(error).splitlines() if "Unsupported global" in line).strip()[:160]
-        raise RsbenchError(
-            f"{path} is not a plain-data checkpoint and is not loaded (it would run code): {first}",
-            "re-save it with tensors, numbers and strings only",
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise RsbenchError(
             f"{path} is not a readable torch checkpoint ({type(error).__name__})",
             "the file is corrupt or truncated; retrain or restore it",
         ) from None
+    check_structure(checkpoint, path)
+    return checkpoint
+
+
+def check_structure(checkpoint: Any, path: Path) -> None:
+    """A smoothing checkpoint: a dict with ``arch`` (str), ``state_dict`` (str -> tensor) and an optional
+    ``rsbench`` metadata dict."""
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "arch" not in checkpoint:
         raise RsbenchError(
             f"{path} is not a smoothing checkpoint (needs 'arch' and 'state_dict')",
             "rsbench reads checkpoints of rsbench, Cohen et al., Salman et al. and Jeong & Shin",
         )
-    return checkpoint
+    state_dict, meta = checkpoint["state_dict"], checkpoint.get("rsbench")
+    if (
+        not isinstance(checkpoint["arch"], str)
+        or not isinstance(state_dict, dict)
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items())
+        or not isinstance(meta, dict | None)
+    ):
+        raise RsbenchError(
+            f"{path} is a damaged checkpoint: 'arch' must be a name, 'state_dict' map names to tensors "
+            "and 'rsbench' be a mapping",
+            "the file is corrupt; retrain or restore it",
+        )
 
 
 def _strip_data_parallel(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Official ImageNet checkpoints wrap the model in DataParallel: ``1.module.x`` -> ``1.x``."""
-    return {key.replace("1.module.", "1.", 1) if key.startswith("1.module.") else key: value
-            for key, value in state_dict.items()}
+    return {
+        key.replace("1.module.", "1.", 1) if key.startswith("1.module.") else key: value
+        for key, value in state_dict.items()
+    }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def recorded_normalization(recorded: Any, dataset: Dataset) -> Normalization:
+    """The normalization a checkpoint's metadata records, checked: a known kind, and the constants it needs
+    (finite, one per channel or one for all, std > 0)."""
+    channels = dataset.input_shape[0]
+    if not isinstance(recorded, dict) or recorded.get("kind") not in NORMALIZATION_KINDS:
+        raise RsbenchError(
+            f"the checkpoint records an invalid normalization {recorded!r}",
+            f"pass --normalization ({', '.join(NORMALIZATION_KINDS)})",
+        )
+    kind = recorded["kind"]
+    constants = {}
+    for name, needed in (("mean", kind != "none"), ("std", kind == "mean_std")):
+        values = recorded.get(name) or []
+        if (
+            not isinstance(values, list | tuple)
+            or not all(_is_number(v) for v in values)
+            or (needed and len(values) not in (1, channels))
+            or (name == "std" and not all(v > 0 for v in values))
+        ):
+            raise RsbenchError(
+                f"the checkpoint records an invalid normalization {name} {values!r} for {kind!r}",
+                f"pass --normalization ({', '.join(NORMALIZATION_KINDS)}) to use the dataset's",
+            )
+        constants[name] = tuple(float(v) for v in values) if needed else ()
+    return Normalization(kind, **constants)
+
+
+def check_meta(meta: dict[str, Any]) -> None:
+    """The metadata a run takes from a checkpoint (σ, seed, method, hyperparameters) is of its types."""
+    sigma = meta.get("sigma")
+    if sigma is not None and not (_is_number(sigma) and sigma > 0):
+        raise RsbenchError(f"the checkpoint records an invalid sigma {sigma!r}", "pass --sigma")
+    if meta.get("seed") is not None:
+        check_seed(meta["seed"], "the checkpoint's recorded seed")
+    for key, kind in (("dataset", str), ("method", str), ("params", dict)):
+        if key in meta and not isinstance(meta[key], kind):
+            raise RsbenchError(f"the checkpoint records an invalid {key} {meta[key]!r}", "the file is damaged")
 
 
 def classifier_from_checkpoint(
-    checkpoint: dict[str, Any],
-    dataset: str | None = None,
-    normalization: str | None = None,
+    checkpoint: dict[str, Any], dataset: str | None = None, normalization: str | None = None
 ) -> tuple[nn.Sequential, dict[str, Any]]:
     """The classifier of a checkpoint, in eval mode, and its metadata (``rsbench`` entry or what was given).
 
@@ -89,22 +216,20 @@ def classifier_from_checkpoint(
     the dataset's (mean/std for CIFAR-10 and ImageNet, as Cohen et al.).
     """
     meta = dict(checkpoint.get("rsbench") or {})
+    check_meta(meta)
     dataset_name = dataset or meta.get("dataset")
     if dataset_name is None:
-        raise RsbenchError(
-            "the checkpoint does not say its dataset (an official checkpoint?)", "pass --dataset"
-        )
+        raise RsbenchError("the checkpoint does not say its dataset (an official checkpoint?)", "pass --dataset")
     dataset_spec = get_dataset(dataset_name)
     if normalization is not None and normalization not in NORMALIZATION_KINDS:
         raise RsbenchError(
             f"unknown normalization {normalization!r}", f"choose one of {', '.join(NORMALIZATION_KINDS)}"
         )
     if normalization is None and "normalization" in meta:
-        norm = Normalization(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in meta["normalization"].items()})
+        norm = recorded_normalization(meta["normalization"], dataset_spec)
     else:
         norm = normalization_for(dataset_spec, normalization)
-    classifier = build_classifier(str(checkpoint["arch"]), dataset_spec, norm)
+    classifier = build_classifier(checkpoint["arch"], dataset_spec, norm)
     try:
         classifier.load_state_dict(_strip_data_parallel(checkpoint["state_dict"]))
     except RuntimeError as error:
@@ -114,6 +239,6 @@ def classifier_from_checkpoint(
         ) from None
     classifier.eval()
     meta.setdefault("dataset", dataset_name)
-    meta.setdefault("arch", str(checkpoint["arch"]))
+    meta.setdefault("arch", checkpoint["arch"])
     meta["normalization"] = {"kind": norm.kind, "mean": list(norm.mean), "std": list(norm.std)}
     return classifier, meta

@@ -5,18 +5,85 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+import typer.core
 from rich.table import Table
 
 from rsbench.errors import RsbenchError
 from rsbench.progress import console
 
+if TYPE_CHECKING:
+    from rsbench.config import CertifyConfig
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (unknown option, missing argument, bad value) as one stderr line with exit code 2,
+    like every other error; typer would print a panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as error:  # typer's usage errors (its own vendored click's)
+            context = getattr(error, "ctx", None)
+            command = context.command_path if context else "rsbench"
+            message = error.format_message() if hasattr(error, "format_message") else str(error)
+            print(f"rsbench: error: {message} (hint: see `{command} --help`)", file=sys.stderr)
+            sys.exit(2)
+        except typer.Abort:
+            print("rsbench: interrupted", file=sys.stderr)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class TrainCommand(typer.core.TyperCommand):
+    """``rsbench train --method NAME --help`` (or ``--preset NAME --help``) also lists the method's
+    hyperparameters, which are flags of their own."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for flag in ("--method", "--preset"):
+            for index, token in enumerate(args):
+                if token == flag and index + 1 < len(args):
+                    ctx.meta[flag] = args[index + 1]
+                elif token.startswith(flag + "="):
+                    ctx.meta[flag] = token.split("=", 1)[1]
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        from rsbench.config import find_preset
+        from rsbench.params import describe_params
+        from rsbench.plugins import get_manager, get_method
+
+        try:
+            name = ctx.meta.get("--method")
+            if name is None and "--preset" in ctx.meta:
+                name = find_preset(ctx.meta["--preset"])[0]
+            methods = [get_method(name)] if name else [m for _, m in get_manager().methods.items()]
+        except RsbenchError as error:
+            console.print(f"[red]{error.message}[/]")
+            return
+        for method in methods:
+            console.print(f"\n[bold]--method {method.name}[/]: {method.description}")
+            for param in describe_params(method.Params):
+                constraint = f" [{param['constraint']}]" if param["constraint"] else ""
+                flag = "--" + param["name"].replace("_", "-")
+                console.print(
+                    f"  {flag} {param['type']} = {param['default']}{constraint}: {param['help']}",
+                    markup=False,
+                    highlight=False,
+                )
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="rsbench",
     help="Train, certify and rank randomized-smoothing classifiers.",
     no_args_is_help=True,
@@ -27,7 +94,7 @@ app = typer.Typer(
 out = typer.echo  # results go to stdout; progress and messages to stderr
 
 
-def fail(message: str, hint: str | None = None) -> None:
+def fail(message: str, hint: str | None = None) -> NoReturn:
     raise RsbenchError(message, hint)
 
 
@@ -42,7 +109,8 @@ def handle_errors(command):
             if os.environ.get("RSBENCH_DEBUG"):
                 raise
             hint = f" (hint: {error.hint})" if error.hint else ""
-            print(f"rsbench: error: {error.message}{hint}", file=sys.stderr)
+            rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+            print(f"rsbench: error{rank}: {error.message}{hint}", file=sys.stderr)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("rsbench: interrupted; completed work is saved, rerun the command to resume", file=sys.stderr)
@@ -82,13 +150,26 @@ def parse_extra_flags(args: list[str]) -> dict[str, str]:
     return params
 
 
-def parse_floats(text: str | None, what: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """Comma-separated finite numbers, at least one."""
     try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
+        values = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
         fail(f"{what} must be comma-separated numbers, not {text!r}")
+    return values
+
+
+def parse_ints(text: str, what: str) -> tuple[int, ...]:
+    """Comma-separated integers, at least one (``--indices 1.7`` or ``--indices ,`` is an error)."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values:
+        fail(f"{what} must be comma-separated integers, not {text!r}", f"e.g. {what} 0,7,42")
+    return values
 
 
 DbOption = Annotated[str | None, typer.Option(help="Results store URL or path (default $RSBENCH_DB or ./rsbench.db).")]
@@ -105,7 +186,8 @@ IndicesOption = Annotated[str | None, typer.Option(help="Explicit indices '0,7,4
 NoiseSeedOption = Annotated[int, typer.Option("--seed", help="Seed of the noise (per example: seed, index).")]
 DatasetOption = Annotated[str | None, typer.Option(help="Dataset, for official checkpoints.")]
 NormalizationOption = Annotated[str | None, typer.Option(help="mean_std, mean or none, for official checkpoints.")]
-CertifierOption = Annotated[str, typer.Option(help="Certifier plugin.")]
+CertifierOption = Annotated[str, typer.Option(help="Certifier plugin (see `rsbench plugins`).")]
+CertifierParamOption = Annotated[list[str] | None, typer.Option(help="Certifier hyperparameter key=value.")]
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -129,8 +211,7 @@ Examples:
 
 
 @app.command(
-    help=TRAIN_HELP,
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    cls=TrainCommand, help=TRAIN_HELP, context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
 )
 @handle_errors
 def train(
@@ -140,12 +221,23 @@ def train(
     method: Annotated[str | None, typer.Option(help="Training method plugin (default: gaussian).")] = None,
     sigma: Annotated[float | None, typer.Option(help="Noise level σ in [0,1] pixel units.")] = None,
     preset: Annotated[str | None, typer.Option(help="A named configuration, e.g. a paper row.")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML or TOML file of settings; flags override.")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML or TOML file of settings; flags override.")
+    ] = None,
     param: Annotated[list[str] | None, typer.Option(help="Method hyperparameter key=value.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: paper schedule).")] = None,
     batch: Annotated[int | None, typer.Option(help="Loader batch size (default 256).")] = None,
     lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
-    milestones: Annotated[str | None, typer.Option(help="Epochs where lr is multiplied by 0.1, '30,60'.")] = None,
+    milestones: Annotated[
+        str | None, typer.Option(help="0-based epochs from which lr is multiplied by 0.1, '31,61' (official MNIST).")
+    ] = None,
+    nesterov: Annotated[
+        bool | None,
+        typer.Option(
+            "--nesterov/--no-nesterov",
+            help="Nesterov momentum (the paper's text; default: plain, as the official code).",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/NAME).")] = None,
     train_limit: Annotated[int | None, typer.Option(help="Train on the first N examples (smoke runs).")] = None,
@@ -154,79 +246,71 @@ def train(
     device: DeviceOption = None,
     workers: Annotated[int, typer.Option(help="Data-loader workers for file-based datasets.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")] = False,
+    checkpoint_every: Annotated[
+        float | None, typer.Option(help="Seconds between checkpoints within an epoch (default 600).")
+    ] = None,
     db: DbOption = None,
     progress: ProgressOption = True,
 ):
-    from rsbench import config as cfg
+    from rsbench.config import train_config
+    from rsbench.distributed import current_world
     from rsbench.store import open_store
-    from rsbench.training import TrainConfig
     from rsbench.training import train as run_training
 
-    layers = []
-    if preset:
-        layers.append(cfg.preset_settings(preset))
-    if config:
-        file_settings = cfg.read_config_file(config)
-        cfg.check_keys(file_settings, TrainConfig, str(config))
-        layers.append(file_settings)
     flags = {
-        "dataset": dataset, "arch": arch, "method": method, "sigma": sigma, "epochs": epochs,
-        "batch_size": batch, "lr": lr, "seed": seed, "train_limit": train_limit, "test_limit": test_limit,
-        "data_dir": str(data_dir) if data_dir else None, "device": device, "workers": workers,
+        "dataset": dataset,
+        "arch": arch,
+        "method": method,
+        "sigma": sigma,
+        "epochs": epochs,
+        "batch_size": batch,
+        "lr": lr,
+        "nesterov": nesterov,
+        "seed": seed,
+        "train_limit": train_limit,
+        "test_limit": test_limit,
+        "data_dir": str(data_dir) if data_dir else None,
+        "device": device,
+        "workers": workers,
         "out": str(out_dir) if out_dir else None,
-        "milestones": tuple(int(m) for m in parse_floats(milestones, "--milestones")) if milestones else None,
+        "checkpoint_every": checkpoint_every,
+        "milestones": parse_ints(milestones, "--milestones") if milestones is not None else None,
         "params": {**parse_key_values(param), **parse_extra_flags(ctx.args)},
     }
-    settings = cfg.merge({"method": "gaussian"}, *layers, flags)
-    if "dataset" not in settings:
-        fail("no dataset given", "pass --dataset (e.g. mnist) or a --preset")
-    if "sigma" not in settings:
-        fail("no noise level given", "pass --sigma (e.g. 0.5) or a --preset")
-    from rsbench.plugins import get_dataset
-
-    settings.setdefault("arch", get_dataset(settings["dataset"]).default_arch)
-    given = "".join(f"-{k}{v}" for k, v in sorted(settings["params"].items()))
-    name = f"{settings['dataset']}-{settings['method']}-sigma{settings['sigma']}{given}-seed{settings.get('seed', 0)}"
-    settings.setdefault("out", f"runs/{name}")
-    train_config = TrainConfig(**settings)
-    store = open_store(db)  # fail on a bad store before hours of training
-    result = run_training(train_config, resume=resume, show_progress=progress)
-    store.record_training(train_config, result)
-    console.print(
-        f"trained {train_config.method} on {train_config.dataset}: noisy test accuracy "
-        f"{result.test_accuracy:.4f}, {result.images_per_second:,.0f} images/s "
-        f"({result.noisy_passes_per_second:,.0f} noisy forward passes/s)"
-    )
+    config = train_config(preset, config_file, flags)
+    main_rank = current_world(config.device).main  # under torchrun, rank 0 alone records and reports
+    store = open_store(db) if main_rank else None  # fail on a bad store before hours of training
+    result = run_training(config, resume=resume, show_progress=progress)
+    if store is None:
+        return
+    store.record_training(config, result)
+    speed = f", {result.images_per_second:,.0f} images/s" if result.images_per_second else ""
+    console.print(f"trained {config.method} on {config.dataset}: noisy test accuracy {result.test_accuracy:.4f}{speed}")
     out(str(result.checkpoint))
 
 
 # ------------------------------------------------------------------------------- certify / predict
 
 
-
-def _run_certification(kind: str, checkpoint: Path, **settings: Any) -> None:
-    from rsbench.certification import CertifyConfig
+def _run_certification(config: CertifyConfig, db: str | None, show_progress: bool) -> None:
     from rsbench.certification import certify as run_certify
+    from rsbench.distributed import current_world
     from rsbench.store import open_store
 
-    db = settings.pop("db")
-    show_progress = settings.pop("progress")
-    indices = settings.pop("indices")
-    data_dir = settings.pop("data_dir")
-    config = CertifyConfig(
-        checkpoint=str(checkpoint), kind=kind,
-        indices=[int(i) for i in parse_floats(indices, "--indices")] if indices else None,
-        data_dir=str(data_dir) if data_dir else None,
-        **settings,
-    )
     store = open_store(db)
     run_id = run_certify(config, store, show_progress=show_progress)
+    if not current_world().main:
+        return  # under torchrun, rank 0 alone reports
     rows = store.results([run_id])
-    console.print(
+    summary = (
         f"run {run_id}: {len(rows)} examples, accuracy {rows.correct.mean():.4f}, "
         f"abstained {(rows.predict == -1).mean():.4f}"
-        + (f", ACR {(rows.correct * rows.radius).mean():.4f}" if kind == "certify" else "")
     )
+    if config.kind == "certify":
+        summary += f", ACR {(rows.correct * rows.radius).mean():.4f}, draws/image {rows.draws.mean():,.0f}"
+        if (rows.radius_kind == "grid").any():
+            summary += " (grid radii: the ACR is a lower bound)"
+    console.print(summary)
     out(str(run_id))
 
 
@@ -247,6 +331,10 @@ def certify(
     dataset: DatasetOption = None,
     normalization: NormalizationOption = None,
     certifier: CertifierOption = "cohen",
+    param: CertifierParamOption = None,
+    radii: Annotated[
+        str | None, typer.Option(help="Radii a grid certifier decides, start:stop:step or a list (ℓ2, [0,1] pixels).")
+    ] = None,
     data_dir: DataDirOption = None,
     device: DeviceOption = None,
     images_per_batch: Annotated[int, typer.Option(help="Inputs sharing one forward pass (faster on GPUs).")] = 1,
@@ -259,14 +347,36 @@ def certify(
 
     Examples:
 
-        rsbench certify runs/mnist/checkpoint.pth.tar --skip 10 --limit 100 --n 10000
+        rsbench certify runs/mnist/gaussian-sigma0.5-seed0/checkpoint.pth.tar --skip 100 --n 10000
 
         rsbench certify cohen_models/cifar10/resnet110/noise_0.50/checkpoint.pth.tar --dataset cifar10
     """
-    _run_certification("certify", checkpoint, sigma=sigma, n0=n0, n=n, alpha=alpha, batch=batch, split=split,
-                       skip=skip, limit=limit, indices=indices, noise_seed=noise_seed, dataset=dataset,
-                       normalization=normalization, certifier=certifier, data_dir=data_dir, device=device,
-                       images_per_batch=images_per_batch, budget=budget, db=db, progress=progress)
+    from rsbench.config import CertifyConfig, parse_radii
+
+    config = CertifyConfig(
+        checkpoint=str(checkpoint),
+        kind="certify",
+        sigma=sigma,
+        n0=n0,
+        n=n,
+        alpha=alpha,
+        batch=batch,
+        split=split,
+        skip=skip,
+        limit=limit,
+        indices=list(parse_ints(indices, "--indices")) if indices is not None else None,
+        noise_seed=noise_seed,
+        dataset=dataset,
+        normalization=normalization,
+        certifier=certifier,
+        certifier_params=parse_key_values(param),
+        radii=parse_radii(radii),
+        data_dir=str(data_dir) if data_dir else None,
+        device=device,
+        budget=budget,
+        images_per_batch=images_per_batch,
+    )
+    _run_certification(config, db, progress)
 
 
 @app.command()
@@ -285,6 +395,7 @@ def predict(
     dataset: DatasetOption = None,
     normalization: NormalizationOption = None,
     certifier: CertifierOption = "cohen",
+    param: CertifierParamOption = None,
     data_dir: DataDirOption = None,
     device: DeviceOption = None,
     db: DbOption = None,
@@ -293,12 +404,30 @@ def predict(
     """Predict with the smoothed classifier (Cohen's PREDICT, abstaining when the top two classes cannot be
     told apart at level α). Prints the run id.
 
-    Example: `rsbench predict runs/mnist/checkpoint.pth.tar --n 1000 --limit 100`
+    Example: `rsbench predict runs/mnist/gaussian-sigma0.5-seed0/checkpoint.pth.tar --n 1000 --limit 100`
     """
-    _run_certification("predict", checkpoint, sigma=sigma, n=n, alpha=alpha, batch=batch, split=split, skip=skip,
-                       limit=limit, indices=indices, noise_seed=noise_seed, dataset=dataset,
-                       normalization=normalization, certifier=certifier, data_dir=data_dir, device=device,
-                       db=db, progress=progress)
+    from rsbench.config import CertifyConfig
+
+    config = CertifyConfig(
+        checkpoint=str(checkpoint),
+        kind="predict",
+        sigma=sigma,
+        n=n,
+        alpha=alpha,
+        batch=batch,
+        split=split,
+        skip=skip,
+        limit=limit,
+        indices=list(parse_ints(indices, "--indices")) if indices is not None else None,
+        noise_seed=noise_seed,
+        dataset=dataset,
+        normalization=normalization,
+        certifier=certifier,
+        certifier_params=parse_key_values(param),
+        data_dir=str(data_dir) if data_dir else None,
+        device=device,
+    )
+    _run_certification(config, db, progress)
 
 
 # ------------------------------------------------------------------------------ import / export / runs
@@ -307,32 +436,68 @@ def predict(
 @app.command("import")
 @handle_errors
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="Cohen-format TSV logs.")],
-    dataset: Annotated[str, typer.Option(help="Dataset the log certifies.")],
-    method: Annotated[str, typer.Option(help="Training method of the certified model.")],
-    sigma: Annotated[float, typer.Option(help="σ used for certification (and training).")],
+    files: Annotated[list[Path], typer.Argument(help="Run records (.json, .json.gz) or Cohen-format TSV logs.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset a TSV log certifies.")] = None,
+    method: Annotated[str | None, typer.Option(help="Training method of a TSV log's model.")] = None,
+    sigma: Annotated[float | None, typer.Option(help="σ of a TSV log's certification (and training).")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Method hyperparameter key=value.")] = None,
     seed: Annotated[int | None, typer.Option(help="Training seed (several files, none given: 0, 1, ...).")] = None,
     n0: Annotated[int, typer.Option(help="N0 of the log's protocol.")] = 100,
     n: Annotated[int, typer.Option(help="N of the log's protocol.")] = 100_000,
     alpha: Annotated[float, typer.Option(help="α of the log's protocol.")] = 0.001,
     arch: Annotated[str | None, typer.Option(help="Architecture of the certified model.")] = None,
+    new_method: Annotated[
+        bool, typer.Option(help="Admit a method name no installed plugin registers (else: a likely typo).")
+    ] = False,
     db: DbOption = None,
 ):
-    """Import certification logs (`idx label predict radius correct time`), one run per file, so published
-    results sit in the same leaderboard as new runs. Prints the run ids.
+    """Import run records (`rsbench export RUN --format json`) or certification logs (`idx label predict
+    radius correct time`, one run per file, with --dataset, --method and --sigma), so published results sit in
+    the same leaderboard as new runs. A record of a protocol the store holds merges into that run. Prints
+    the run ids.
 
-    Example: `rsbench import logs/noise_0.50_* --dataset mnist --method gaussian --sigma 0.5`
+    Examples:
+
+        rsbench import leaderboards/records/mnist/*.json.gz
+
+        rsbench import noise_0.50.tsv --dataset mnist --method gaussian --sigma 0.5
     """
-    from rsbench.cohen_tsv import import_tsv
+    from rsbench.records import import_record, is_record_path
     from rsbench.store import open_store
 
+    records = [is_record_path(path) for path in files]
+    if any(records) and not all(records):
+        fail("give either run records (.json, .json.gz) or TSV logs, not both")
     store = open_store(db)
+    if all(records):
+        for path in files:
+            run_id, added, skipped = import_record(store, path)
+            console.print(
+                f"{path}: run {run_id}, {added} rows added" + (f", {skipped} identical rows skipped" if skipped else "")
+            )
+            out(str(run_id))
+        return
+    if dataset is None or method is None or sigma is None:
+        fail("a TSV log needs --dataset, --method and --sigma", "e.g. --dataset mnist --method gaussian --sigma 0.5")
+    from rsbench.cohen_tsv import import_tsv
+
     params = parse_key_values(param)
     for index, path in enumerate(files):
         run_seed = seed if seed is not None or len(files) == 1 else index
-        run_id = import_tsv(store, path, dataset=dataset, method=method, sigma=sigma, params=params,
-                            seed=run_seed, n0=n0, n=n, alpha=alpha, arch=arch)
+        run_id = import_tsv(
+            store,
+            path,
+            dataset=dataset,
+            method=method,
+            sigma=sigma,
+            params=params,
+            seed=run_seed,
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            arch=arch,
+            new_method=new_method,
+        )
         out(str(run_id))
 
 
@@ -340,43 +505,94 @@ def import_(
 @handle_errors
 def export(
     run: Annotated[int, typer.Argument(help="Run id (see `rsbench runs`).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="TSV file to write.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="File to write (JSON: stdout when absent).")
+    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="tsv or json (default: from the file name).")] = None,
+    paper: Annotated[str | None, typer.Option(help="JSON record: the paper of the model (title or citation).")] = None,
+    paper_url: Annotated[str | None, typer.Option(help="JSON record: a link to the paper.")] = None,
+    extra_data: Annotated[
+        bool | None, typer.Option("--extra-data/--no-extra-data", help="JSON record: trained with extra data?")
+    ] = None,
     db: DbOption = None,
 ):
-    """Export a run's rows as Cohen's TSV.
+    """Export a run as a JSON run record (rows, protocol, provenance, training configuration and model info,
+    gzip-compressed for a .gz name) or as Cohen's TSV.
 
-    Example: `rsbench export 3 -o noise_0.50.tsv`
+    Examples:
+
+        rsbench export 3 --format json -o run3.json
+
+        rsbench export 3 -o noise_0.50.tsv
     """
     from rsbench.cohen_tsv import export_tsv
+    from rsbench.records import is_record_path, record_of, write_record
     from rsbench.store import open_store
 
-    count = export_tsv(open_store(db), run, output)
-    console.print(f"wrote {count} rows to {output}")
+    fmt = fmt or ("json" if output is None or is_record_path(output) else "tsv")
+    if fmt not in ("tsv", "json"):
+        fail(f"unknown format {fmt!r}", "choose tsv or json")
+    store = open_store(db)
+    if fmt == "tsv":
+        if output is None:
+            fail("a TSV export needs -o FILE")
+        count = export_tsv(store, run, output)
+        console.print(f"wrote {count} rows to {output}")
+        return
+    document = record_of(store, run, {"paper": paper, "paper_url": paper_url, "extra_data": extra_data})
+    if output is None:
+        out(json.dumps(document, allow_nan=False))
+        return
+    write_record(document, output)
+    console.print(f"wrote run {run} ({len(document['rows'])} rows) to {output}")
 
 
 @app.command()
 @handle_errors
-def runs(
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
-    db: DbOption = None,
-):
-    """List certification runs in the store.
+def runs(dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None, db: DbOption = None):
+    """List certification runs in the store (origin says ``predict`` for predictions and ``running`` for an
+    unfinished run).
 
     Example: `rsbench runs --dataset mnist`
     """
+    import pandas as pd
+    from rich import box
+    from sqlalchemy.engine import make_url
+
+    from rsbench.render import params_text
     from rsbench.store import open_store
 
     store = open_store(db)
     frame = store.runs(dataset, kind=None)
-    table = Table(title=f"runs in {store.url}")
-    for column in ("id", "kind", "origin", "status", "dataset", "method", "params", "σ", "seed", "N", "examples",
-                   "budget"):
-        table.add_column(column)
+    frame = frame.astype(object).where(frame.notna(), None)
+    table = Table(
+        title=f"runs in {make_url(store.url).render_as_string(hide_password=True)}",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    for column in ("id", "dataset", "method", "σ", "seed", "N", "examples", "budget", "origin"):
+        wrap = column == "method"
+        table.add_column(column, no_wrap=not wrap, overflow="fold", min_width=12 if wrap else None)
     counts = store.result_counts(frame["id"].tolist())
     for row in frame.itertuples():
-        table.add_row(str(row.id), row.kind, row.origin, row.status, row.dataset, row.method,
-                      ", ".join(f"{k}={v}" for k, v in row.params.items()), f"{row.sigma:g}", str(row.seed),
-                      f"{row.n:,}", f"{counts.get(row.id, 0)}/{row.num_planned}", row.budget or "full")
+        method = f"{row.method} ({params_text(row.params)})" if row.params else row.method
+        notes = [row.kind] * (row.kind != "certify") + [row.status] * (row.status != "complete")
+        origin = ", ".join([row.origin, *notes])
+        done = counts.get(row.id, 0)
+        examples = f"{done:,}" if done == row.num_planned else f"{done:,}/{row.num_planned:,}"
+        table.add_row(
+            str(row.id),
+            row.dataset,
+            method,
+            f"{row.sigma:g}",
+            "-" if pd.isna(row.seed) else str(row.seed),
+            f"{row.n:,}",
+            examples,
+            row.budget or "full",
+            origin,
+        )
     console.print(table)
 
 
@@ -390,11 +606,18 @@ def leaderboard(
     fmt: Annotated[str, typer.Option("--format", help="rich, markdown, latex, csv or json.")] = "rich",
     radii: Annotated[str | None, typer.Option(help="Radius grid start:stop:step or a list.")] = None,
     reported: Annotated[bool, typer.Option("--reported", help="Add the paper's reported rows.")] = False,
+    columns: Annotated[
+        str | None, typer.Option(help="Columns of rich/markdown/latex tables, e.g. 'method,acr,0.50,1.00'.")
+    ] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Terminal table: every column, with ± std.")] = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file instead of stdout.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also plot certified accuracy vs radius (PNG + PDF).")] = None,
     db: DbOption = None,
 ):
-    """Rank methods by σ: ACR and certified accuracy at each radius, mean ± std over seeds.
+    """Rank methods by σ and protocol: ACR and certified accuracy at each radius, mean ± std over seeds.
+
+    Columns (`--columns`): sigma, method, params, arch, origin, seeds, acr, each radius (`0.50`), clean,
+    abstain, certifier, draws, n, n0, alpha, examples, split, budget.
 
     Examples:
 
@@ -402,34 +625,35 @@ def leaderboard(
 
         rsbench leaderboard --dataset mnist --reported --format markdown -o leaderboards/mnist.md
 
+        rsbench leaderboard --dataset mnist --format latex --columns method,acr,0.50,1.00
+
         rsbench leaderboard --dataset mnist --format json --radii 0:3.5:0.5
     """
+    from sqlalchemy.engine import make_url
+
+    from rsbench import figures, render
     from rsbench import leaderboard as lb
     from rsbench.plugins import get_dataset
     from rsbench.store import open_store
 
     get_dataset(dataset)
-    if fmt not in ("rich", "markdown", "latex", "csv", "json"):
-        fail(f"unknown format {fmt!r}", "choose rich, markdown, latex, csv or json")
+    if fmt not in render.FORMATS:
+        fail(f"unknown format {fmt!r}", "choose " + ", ".join(render.FORMATS))
+    wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     store = open_store(db)
     board = lb.build(store, dataset, lb.parse_radii(radii), include_reported=reported)
     if not board["rows"]:
-        console.print(f"no complete certification runs for {dataset} in {store.url}")
+        console.print(
+            f"no complete certification runs for {dataset} in "
+            f"{make_url(store.url).render_as_string(hide_password=True)}"
+        )
     if plot:
-        for path in lb.plot(store, board, plot):
+        for path in figures.plot(store, board, plot):
             console.print(f"wrote {path}")
     if fmt == "rich" and output is None:
-        header, cells, bold = lb.table(board)
-        table = Table(title=lb.protocol_note(board), title_justify="left")
-        for column in header:
-            table.add_column(column, overflow="fold")
-        for line, flags in zip(cells, bold, strict=True):
-            table.add_row(*(f"[bold green]{c}[/]" if f else c for c, f in zip(line, flags, strict=True)))
-        from rich.console import Console
-
-        Console(width=max(160, console.width)).print(table)
+        render.print_table(board, wide, wanted)
         return
-    text = lb.render(board, "markdown" if fmt == "rich" else fmt)
+    text = render.render(board, "markdown" if fmt == "rich" else fmt, wanted)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
@@ -483,13 +707,22 @@ def reproduce(
         return
     store = open_store(db)
     board, timings = rp.reproduce(
-        experiment, budget, store, str(data_dir) if data_dir else None, str(runs_dir), str(output_dir), device,
-        progress, methods=[m.strip() for m in methods.split(",")] if methods else None,
-        sigmas=list(parse_floats(sigmas, "--sigmas")) if sigmas else None,
+        experiment,
+        budget,
+        store,
+        str(data_dir) if data_dir else None,
+        str(runs_dir),
+        str(output_dir),
+        device,
+        progress,
+        methods=[m.strip() for m in methods.split(",")] if methods else None,
+        sigmas=list(parse_floats(sigmas, "--sigmas")) if sigmas is not None else None,
     )
     for timing in timings:
-        console.print(f"{timing['method']} σ={timing['sigma']} seed {timing['seed']}: train "
-                      f"{timing['train_seconds']:.0f} s, certify {timing['certify_seconds']:.0f} s")
+        console.print(
+            f"{timing['method']} σ={timing['sigma']} seed {timing['seed']}: train "
+            f"{timing['train_seconds']:.0f} s, certify {timing['certify_seconds']:.0f} s"
+        )
     out(lb.render(board, "markdown").rstrip("\n"))
 
 
@@ -498,40 +731,14 @@ def reproduce(
 
 @app.command()
 @handle_errors
-def plugins(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-):
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
     """List every plugin, where it comes from, and what it registers (with hyperparameters and presets).
 
     Example: `rsbench plugins --json`
     """
-    from rsbench.params import describe_params
-    from rsbench.plugins import get_manager
+    from rsbench.plugins import describe_plugins
 
-    manager = get_manager()
-    registries = manager.registries
-    listing = []
-    for info in sorted(manager.info.values(), key=lambda i: (not i.builtin, i.name)):
-        entry: dict[str, Any] = {
-            "name": info.name, "module": info.module,
-            "source": "built-in" if info.builtin else info.distribution,
-            "version": info.version, "registers": {},
-        }
-        for kind, names in info.registers.items():
-            items = []
-            for name in names:
-                thing = registries[kind].get(name)
-                item: dict[str, Any] = {"name": name, "description": thing.description}
-                if hasattr(thing, "Params"):
-                    item["params"] = describe_params(thing.Params)
-                if getattr(thing, "presets", None):
-                    item["presets"] = [
-                        {"name": p.name, "description": p.description, "dataset": p.dataset,
-                         "sigma": p.sigma, "params": p.params} for p in thing.presets
-                    ]
-                items.append(item)
-            entry["registers"][kind] = items
-        listing.append(entry)
+    listing = describe_plugins()
     if as_json:
         out(json.dumps(listing, indent=2, default=str))
         return
@@ -553,15 +760,61 @@ def plugins(
     console.print(table)
 
 
+# -------------------------------------------------------------------------------------------- launch
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@handle_errors
+def launch(
+    ctx: typer.Context,
+    nproc_per_node: Annotated[int, typer.Option(help="Processes on this machine (one per GPU, or CPU ranks).")] = 2,
+    nnodes: Annotated[str, typer.Option(help="Machines taking part, e.g. 2 (or MIN:MAX).")] = "1",
+    node_rank: Annotated[int, typer.Option(help="This machine's rank (static rendezvous).")] = 0,
+    rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT every machine can reach.")] = None,
+    rdzv_id: Annotated[str, typer.Option(help="Job id shared by every machine.")] = "rsbench",
+):
+    """Run an rsbench command (train or certify) on several processes with torchrun's elastic agent:
+    the same as `torchrun --nproc-per-node K -m rsbench -- COMMAND ...`, with one error line if a rank fails.
+
+    Examples:
+
+        rsbench launch --nproc-per-node 2 train --dataset mnist --sigma 0.5 --epochs 2
+
+        rsbench launch --nproc-per-node 4 certify runs/mnist/gaussian-sigma0.5-seed0/checkpoint.pth.tar --n 10000
+
+        rsbench launch --nnodes 2 --nproc-per-node 8 --rdzv-endpoint node0:29400 certify CK   # on each machine
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    if not ctx.args or ctx.args[0] not in ("train", "certify", "predict"):
+        fail("launch runs train, certify or predict", "e.g. rsbench launch --nproc-per-node 2 certify CHECKPOINT")
+    if nproc_per_node < 1:
+        fail(f"--nproc-per-node must be at least 1, not {nproc_per_node}")
+    options = [f"--nproc-per-node={nproc_per_node}", f"--nnodes={nnodes}", f"--rdzv-id={rdzv_id}"]
+    if rdzv_endpoint:
+        options += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
+    else:
+        options += [f"--node-rank={node_rank}"]
+    for name in ("torch.distributed.elastic", "torch.distributed.run"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        run(parse_args([*options, "-m", "rsbench", "--", *ctx.args]))
+    except ChildFailedError as error:
+        rank, failure = error.get_first_failure()
+        fail(f"rank {rank} of `rsbench {ctx.args[0]}` exited with code {failure.exitcode} (its error is above)")
+
+
 # ------------------------------------------------------------------------------------------ download
 
 
 @app.command()
 @handle_errors
-def download(
-    dataset: Annotated[str, typer.Argument(help="Dataset plugin name.")],
-    data_dir: DataDirOption = None,
-):
+def download(dataset: Annotated[str, typer.Argument(help="Dataset plugin name.")], data_dir: DataDirOption = None):
     """Download a dataset into the data root with torchvision (needs internet).
 
     Example: `rsbench download mnist --data-dir data`
@@ -570,16 +823,45 @@ def download(
     from rsbench.plugins import get_dataset
 
     spec = get_dataset(dataset)
-    if spec.download is None:
+    download = spec.download
+    if download is None:
         fail(f"dataset {dataset!r} cannot be downloaded automatically", f"place it as {spec.layout}")
     root = data_root(data_dir)
     try:
-        spec.download(root)
+        download(root)
     except (OSError, RuntimeError) as error:
-        fail(f"downloading {dataset} failed: {str(error).splitlines()[0]}", "check the network, or copy the files "
-             f"into {root} as {spec.layout}")
+        fail(
+            f"downloading {dataset} failed: {str(error).splitlines()[0]}",
+            f"check the network, or copy the files into {root} as {spec.layout}",
+        )
     out(str(root))
 
 
+# ---------------------------------------------------------------------------------------------- site
+
+
+@app.command()
+@handle_errors
+def site(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the website into (created if absent).")],
+    radii: Annotated[str | None, typer.Option(help="Radius grid start:stop:step or a list.")] = None,
+    reported: Annotated[bool, typer.Option("--reported/--no-reported", help="Show the paper's rows.")] = True,
+    db: DbOption = None,
+):
+    """Render the store as a static website: an index of datasets, per dataset and σ a sortable leaderboard
+    table per protocol and a certified-accuracy plot, and one page per run. Open OUT/index.html from disk
+    or serve the folder from any static host.
+
+    Example: `rsbench site site/ --db official.db`
+    """
+    from rsbench import leaderboard as lb
+    from rsbench.site import build_site
+    from rsbench.store import open_store
+
+    pages = build_site(open_store(db), out_dir, lb.parse_radii(radii), include_reported=reported)
+    console.print(f"wrote {len(pages)} pages to {out_dir}")
+    out(str(out_dir / "index.html"))
+
+
 def main() -> None:
-    app()
+    app(prog_name="rsbench")

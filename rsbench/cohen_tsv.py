@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import io
 import json
+import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from rsbench.errors import RsbenchError
+from rsbench.checkpoint import atomic_write
+from rsbench.errors import RsbenchError, check_seed, did_you_mean
 from rsbench.params import params_to_dict, parse_params
 from rsbench.plugins import get_dataset, get_manager
-from rsbench.provenance import provenance
-from rsbench.store import Store, file_sha256
+from rsbench.provenance import file_sha256, provenance
+from rsbench.smoothing import max_certified_radius
+from rsbench.store import Store
+from rsbench.store.store import RunExists
 
 COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
+INTEGER_LIMIT = 2**31  # integer columns are 32-bit in the store
+RADIUS_ROUNDING = 5e-3  # logs print radii to 3 significant digits: allow that much above the largest certificate
 
 
 def _seconds(column: pd.Series) -> pd.Series:
@@ -49,16 +53,18 @@ def read_tsv(path: str | os.PathLike) -> pd.DataFrame:
     try:
         rows = pd.DataFrame({c: pd.to_numeric(frame[c], errors="raise") for c in COLUMNS[:5]})
         rows["seconds"] = _seconds(frame["time"])
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OverflowError) as error:
         raise RsbenchError(f"{path} has a malformed value: {error}") from None
     for column in ("idx", "label", "predict", "correct"):
-        if not np.all(np.mod(rows[column], 1) == 0):
-            raise RsbenchError(f"{path}: column {column} must hold integers")
-        rows[column] = rows[column].astype(int)
+        if not np.all((np.mod(rows[column], 1) == 0) & (np.abs(rows[column]) < INTEGER_LIMIT)):
+            raise RsbenchError(f"{path}: column {column} must hold integers below 2^31")
+        rows[column] = rows[column].astype(np.int64)
     checks = {
         "idx must be >= 0 and unique": (rows.idx >= 0).all() and rows.idx.is_unique,
+        "label must be a class (>= 0)": (rows.label >= 0).all(),
         "predict must be a class or -1": (rows.predict >= -1).all(),
         "radius must be finite and >= 0": np.isfinite(rows.radius).all() and (rows.radius >= 0).all(),
+        "time must be finite and >= 0": np.isfinite(rows.seconds).all() and (rows.seconds >= 0).all(),
         "correct must be 0 or 1": rows.correct.isin([0, 1]).all(),
         "correct must equal (predict == label)": (rows.correct == (rows.predict == rows.label)).all(),
     }
@@ -68,12 +74,18 @@ def read_tsv(path: str | os.PathLike) -> pd.DataFrame:
     return rows
 
 
-def typed_params(method: str, raw: dict[str, str]) -> dict[str, Any]:
+def typed_params(method: str, raw: dict[str, str], new_method: bool = False) -> dict[str, Any]:
     """Full hyperparameters (defaults filled in) for a registered method, so imported and reproduced runs
-    of one configuration share a leaderboard row; literal values for a method not installed here."""
+    of one configuration share a leaderboard row; literal values for a method not installed here, which
+    must be asked for with ``new_method`` (a misspelt name would otherwise start a leaderboard row)."""
     registry = get_manager().registries["method"]
     if method in registry.names():
         return params_to_dict(parse_params(registry.get(method).Params, raw, f"method {method!r}"))
+    if not new_method:
+        raise RsbenchError(
+            f"unknown method {method!r}",
+            f"{did_you_mean(method, registry.names())} (--new-method imports it under a new name)",
+        )
     values = {}
     for key, text in raw.items():
         try:
@@ -83,36 +95,78 @@ def typed_params(method: str, raw: dict[str, str]) -> dict[str, Any]:
     return values
 
 
-def import_tsv(store: Store, path: str | os.PathLike, *, dataset: str, method: str, sigma: float,
-               params: dict[str, str] | None = None, seed: int | None = None, n0: int = 100,
-               n: int = 100_000, alpha: float = 0.001, split: str = "test", arch: str | None = None,
-               budget: str | None = None) -> int:
-    """Import one log as a complete run (one transaction); returns its run id."""
-    if not sigma > 0:
-        raise RsbenchError(f"sigma must be positive, not {sigma}")
+def check_protocol(sigma: float, n0: int, n: int, alpha: float, seed: int | None) -> None:
+    """The certification protocol a log is imported under: σ finite and positive, 0 < α < 1, N0, N ≥ 1."""
+    if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+        raise RsbenchError(f"sigma must be positive and finite, not {sigma}")
     if not 0 < alpha < 1:
         raise RsbenchError(f"alpha must lie strictly between 0 and 1, not {alpha}")
-    if n0 < 1 or n < 1:
-        raise RsbenchError("n0 and n must be at least 1")
-    get_dataset(dataset)
+    if not 1 <= n0 < INTEGER_LIMIT or not 1 <= n < INTEGER_LIMIT:
+        raise RsbenchError("n0 and n must be at least 1 (and below 2^31)")
+    if seed is not None:
+        check_seed(seed)
+
+
+def check_rows(
+    rows: pd.DataFrame, path: str | os.PathLike, num_classes: int, sigma: float, n: int, alpha: float
+) -> None:
+    """Rows that the dataset and protocol can produce: classes below ``num_classes``, radii at most
+    σ·Φ⁻¹(α^{1/N}) (CERTIFY's largest, when all N draws agree), up to the logs' printing precision."""
+    if (rows.label >= num_classes).any() or (rows.predict >= num_classes).any():
+        raise RsbenchError(
+            f"{path}: labels and predictions must be classes of the dataset (0 to {num_classes - 1})",
+            "wrong --dataset?",
+        )
+    largest = max_certified_radius(sigma, n, alpha)
+    if (rows.radius > max(largest, 0.0) * (1 + RADIUS_ROUNDING)).any():
+        raise RsbenchError(
+            f"{path}: radius {rows.radius.max():g} exceeds {largest:.4g}, the largest any certificate with "
+            f"sigma={sigma:g}, N={n} and alpha={alpha:g} can give",
+            "check --sigma, --n and --alpha",
+        )
+
+
+def import_tsv(
+    store: Store,
+    path: str | os.PathLike,
+    *,
+    dataset: str,
+    method: str,
+    sigma: float,
+    params: dict[str, str] | None = None,
+    seed: int | None = None,
+    n0: int = 100,
+    n: int = 100_000,
+    alpha: float = 0.001,
+    split: str = "test",
+    arch: str | None = None,
+    budget: str | None = None,
+    new_method: bool = False,
+) -> int:
+    """Import one log as a complete run (one transaction); returns its run id. ``new_method`` admits a
+    method name no installed plugin registers."""
+    check_protocol(sigma, n0, n, alpha, seed)
+    spec = get_dataset(dataset)
+    full_params = typed_params(method, params or {}, new_method)
     rows = read_tsv(path)
-    full_params = typed_params(method, params or {})
+    check_rows(rows, path, spec.num_classes, sigma, n, alpha)
     sha256 = file_sha256(path)
-    key = hashlib.sha256(json.dumps(
-        {"import": sha256, "dataset": dataset, "method": method, "params": full_params, "sigma": sigma,
-         "seed": seed, "n0": n0, "n": n, "alpha": alpha, "split": split}, sort_keys=True).encode()).hexdigest()
-    existing = store.find_run(key)
-    if existing is not None:
-        raise RsbenchError(f"{path} is already imported as run {existing}")
-    rows = rows.assign(n_a=None, n=n, n0=n0, alpha=alpha)
-    return store.add_complete_run(
-        rows, kind="certify", origin="imported", protocol_key=key, dataset=dataset, split=split,
-        method=method, params=full_params, arch=arch, sigma=float(sigma), train_sigma=float(sigma), seed=seed,
-        noise_seed=None, certifier="cohen", n0=n0, n=n, alpha=alpha, batch_size=None,
-        indices={"list": rows.idx.tolist()}, num_planned=len(rows), budget=budget, experiment=None,
-        checkpoint_path=None, checkpoint_sha256=None, training_run_id=None,
-        provenance={**provenance(), "imported_file": str(Path(path).resolve()), "file_sha256": sha256},
-    )
+    protocol = {"dataset": dataset, "method": method, "params": full_params, "sigma": sigma, "seed": seed}
+    protocol.update(n0=n0, n=n, alpha=alpha, split=split)
+    key = hashlib.sha256(json.dumps({"import": sha256, **protocol}, sort_keys=True).encode()).hexdigest()
+    rows = rows.assign(n_a=None, n=n, n0=n0, alpha=alpha, draws=n0 + n, radius_kind="exact")
+    indices = rows.idx.tolist()
+    source = {"imported_file": str(Path(path).resolve()), "file_sha256": sha256}
+    try:
+        return store.add_complete_run(
+            rows, **{**protocol, "sigma": float(sigma)}, kind="certify", origin="imported", protocol_key=key,
+            arch=arch, train_sigma=float(sigma), noise_seed=None, certifier="cohen", certifier_params={},
+            batch_size=None, indices={"selections": [{"list": indices}], "planned": indices},
+            num_planned=len(rows), budget=budget, experiment=None, checkpoint_path=None, checkpoint_sha256=None,
+            training_run_id=None, provenance={**provenance(), **source},
+        )  # fmt: skip
+    except RunExists as exists:
+        raise RsbenchError(f"{path} is already imported as run {exists.run_id}") from None
 
 
 def format_time(seconds: float) -> str:
@@ -124,13 +178,10 @@ def export_tsv(store: Store, run_id: int, path: str | os.PathLike) -> int:
     """Write a run's rows as Cohen's TSV (atomically); returns the number of rows."""
     store.get_run(run_id)
     rows = store.results([run_id])
-    buffer = io.StringIO()
-    buffer.write("\t".join(COLUMNS) + "\n")
-    for row in rows.itertuples():
-        buffer.write(f"{row.idx}\t{row.label}\t{row.predict}\t{float(row.radius)!r}\t{row.correct}\t{format_time(row.seconds)}\n")
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(buffer.getvalue())
-    os.replace(tmp, path)
+    lines = ["\t".join(COLUMNS)]
+    lines += [
+        f"{row.idx}\t{row.label}\t{row.predict}\t{float(row.radius)!r}\t{row.correct}\t{format_time(row.seconds)}"
+        for row in rows.itertuples()
+    ]
+    atomic_write(path, lambda handle: handle.write(("\n".join(lines) + "\n").encode()))
     return len(rows)

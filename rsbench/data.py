@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,14 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data import Dataset as TorchDataset
 
 BatchAugment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class SizedDataset(Protocol):
+    """A map-style dataset: a length and ``(image in [0,1] [C,H,W], label)`` by index."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -51,31 +60,48 @@ class InMemoryDataset(TorchDataset):
         return InMemoryDataset(self.images[:count], self.labels[:count], self.augment)
 
 
-def head(dataset: TorchDataset, count: int | None) -> TorchDataset:
+def head(dataset: SizedDataset, count: int | None) -> SizedDataset:
     """The first ``count`` examples (all when ``count`` is None)."""
     if count is None or count >= len(dataset):
         return dataset
     if isinstance(dataset, InMemoryDataset):
         return dataset.head(count)
-    return Subset(dataset, range(count))
+    return Subset(cast(TorchDataset, dataset), range(count))
 
 
 def iterate_batches(
-    dataset: TorchDataset,
+    dataset: SizedDataset,
     batch_size: int,
     shuffle: bool,
     generator: torch.Generator,
     workers: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    resume_at: tuple[int, torch.Tensor] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches ``(x, y)``; shuffling and augmentation draw from ``generator`` (resumable runs)."""
+    """Batches ``(x, y)``; shuffling and augmentation draw from ``generator`` (resumable runs).
+
+    With ``shard = (rank, world_size)`` every rank draws the same order and takes its contiguous part of
+    each batch of ``batch_size`` (the global batch), so the ranks together see exactly the batches one
+    process would; a last batch smaller than the world is dropped (every rank must take each step).
+    ``resume_at = (batches done, generator state then)`` continues an interrupted pass exactly.
+    """
+    rank, world_size = shard
+    n = len(dataset)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if world_size > 1:
+        batches = [order[start : start + batch_size] for start in range(0, n, batch_size)]
+        order = torch.cat([torch.tensor_split(b, world_size)[rank] for b in batches if len(b) >= world_size])
+        batch_size = -(-batch_size // world_size)
+    first = 0
+    if resume_at is not None:
+        first = resume_at[0] * batch_size
+        generator.set_state(resume_at[1])
     if isinstance(dataset, InMemoryDataset):
-        n = len(dataset)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for start in range(0, n, batch_size):
+        for start in range(first, len(order), batch_size):
             yield dataset.batch(order[start : start + batch_size], generator)
         return
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers)
-    yield from loader
+    sampler = order[first:].tolist()
+    yield from DataLoader(cast(TorchDataset, dataset), batch_size=batch_size, sampler=sampler, num_workers=workers)
 
 
 def random_crop_flip(padding: int) -> BatchAugment:

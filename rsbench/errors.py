@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -25,3 +26,24 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if close:
         return "did you mean " + " or ".join(repr(c) for c in close) + "?"
     return "choose one of: " + ", ".join(choices) if choices else "none is registered"
+
+
+MAX_SEED = 2**32 - 1  # seeds derive per-epoch and per-example streams (seed * 1_000_003 + i) within torch's 64 bits
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """``seed`` as an int in [0, 2^32 - 1]: every stream derived from it fits ``torch.manual_seed`` and a
+    64-bit database integer."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise RsbenchError(f"{what} must be a whole number from 0 to {MAX_SEED}, not {seed!r}", "e.g. --seed 0")
+    return seed
+
+
+# scheme://user:PASSWORD@host  and  ...?password=PASSWORD / libpq's "password=PASSWORD"
+_USERINFO = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@]*:)[^\s@]*@")
+_PASSWORD_FIELD = re.compile(r"(\bpassword=)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL password and ``password=`` value replaced by ``***`` (safe to show or store)."""
+    return _PASSWORD_FIELD.sub(r"\1***", _USERINFO.sub(r"\1***@", text))

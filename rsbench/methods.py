@@ -31,13 +31,29 @@ class Preset:
     arch: str | None = None
 
 
+def repeat_copies(x: torch.Tensor, copies: int) -> torch.Tensor:
+    """``copies`` exact copies of a batch, copy-major: row ``i*B + b`` is ``x[b]`` (no noise)."""
+    return x.repeat(copies, *([1] * (x.dim() - 1))) if copies > 1 else x
+
+
 def noisy_copies(x: torch.Tensor, sigma: float, copies: int = 1) -> torch.Tensor:
     """``copies`` noisy versions of a batch, copy-major: row ``i*B + b`` is ``x[b] + δ_i``, δ ~ N(0, σ²I).
 
     σ is in [0,1] pixel units: noise is added before the model's normalization layer.
     """
-    repeated = x.repeat(copies, *([1] * (x.dim() - 1))) if copies > 1 else x
+    repeated = repeat_copies(x, copies)
     return repeated + sigma * torch.randn_like(repeated)
+
+
+def equal_chunks(x: torch.Tensor, y: torch.Tensor, chunks: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The official code's ``_chunk_minibatch``: ``chunks`` consecutive slices of ``len(x) // chunks``
+    examples each; the remainder (fewer than ``chunks`` examples) is dropped, and so is a batch smaller
+    than ``chunks``."""
+    size = len(x) // chunks
+    if size == 0:
+        return
+    for i in range(chunks):
+        yield x[i * size : (i + 1) * size], y[i * size : (i + 1) * size]
 
 
 class TrainingMethod:

@@ -23,14 +23,16 @@ class NormalizeLayer(nn.Module):
         super().__init__()
         if normalization.kind not in NORMALIZATION_KINDS:
             raise RsbenchError(
-                f"unknown normalization kind {normalization.kind!r}",
-                f"choose one of {', '.join(NORMALIZATION_KINDS)}",
+                f"unknown normalization kind {normalization.kind!r}", f"choose one of {', '.join(NORMALIZATION_KINDS)}"
             )
         self.kind = normalization.kind
         mean = torch.tensor(normalization.mean or (0.0,)).view(1, -1, 1, 1)
         std = torch.tensor(normalization.std or (1.0,)).view(1, -1, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "mean_std":

@@ -25,9 +25,7 @@ def hyperparameter(
     choices: tuple[str, ...] | None = None,
 ) -> Any:
     """A dataclass field with a default, a one-line help text and an allowed range or choice set."""
-    return dataclasses.field(
-        default=default, metadata={"help": help, "min": min, "max": max, "choices": choices}
-    )
+    return dataclasses.field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,19 +10,24 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import os
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pluggy
 
 from rsbench import hookspecs
 from rsbench.errors import RsbenchError, did_you_mean
+from rsbench.methods import TrainingMethod
+from rsbench.params import describe_params
+from rsbench.specs import Architecture, Certifier, Dataset
+
+T = TypeVar("T")
 
 BUILTIN_DISTRIBUTION = "rsbench"
-KINDS = {
-    "method": "register_training_methods",
-    "architecture": "register_architectures",
-    "certifier": "register_certifiers",
-    "dataset": "register_datasets",
+KINDS: dict[str, tuple[str, type]] = {  # kind: (hook, what it registers)
+    "method": ("register_training_methods", TrainingMethod),
+    "architecture": ("register_architectures", Architecture),
+    "certifier": ("register_certifiers", Certifier),
+    "dataset": ("register_datasets", Dataset),
 }
 
 
@@ -39,16 +44,27 @@ class PluginInfo:
         return self.distribution == BUILTIN_DISTRIBUTION
 
 
-class Registry:
-    """Things of one kind by unique name; unknown names raise with close matches suggested."""
+class Registry(Generic[T]):
+    """Things of one kind by unique name, each checked at registration to be a ``T`` (a typo'd or
+    half-made plugin fails when it registers, naming the plugin); unknown names raise with close matches
+    suggested."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, expected: type):
         self.kind = kind
-        self._items: dict[str, Any] = {}
+        self.expected = expected
+        self._items: dict[str, T] = {}
         self.origin: dict[str, str] = {}
 
     def add(self, item: Any, plugin: str) -> None:
-        name = item.name
+        valid = issubclass(item, self.expected) if isinstance(item, type) else isinstance(item, self.expected)
+        if not valid:
+            raise RsbenchError(
+                f"plugin {plugin!r} registered {item!r} as a {self.kind}, which is not a {self.expected.__name__}",
+                f"register {self.expected.__module__}.{self.expected.__name__} objects, or uninstall the plugin",
+            )
+        name = getattr(item, "name", None)
+        if not isinstance(name, str) or not name:
+            raise RsbenchError(f"plugin {plugin!r} registered a {self.kind} without a name")
         if name in self._items:
             raise RsbenchError(
                 f"{self.kind} {name!r} registered twice: by {self.origin[name]!r} and by {plugin!r}",
@@ -57,19 +73,32 @@ class Registry:
         self._items[name] = item
         self.origin[name] = plugin
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str) -> T:
         if name in self._items:
             return self._items[name]
-        for item in self._items.values():
-            if getattr(item, "prefix", False) and name.startswith(item.name) and len(name) > len(item.name):
+        for prefix, item in self._items.items():
+            if getattr(item, "prefix", False) and name.startswith(prefix) and len(name) > len(prefix):
                 return item
         raise RsbenchError(f"unknown {self.kind} {name!r}", did_you_mean(name, self._items))
 
     def names(self) -> list[str]:
         return sorted(self._items)
 
-    def items(self) -> list[tuple[str, Any]]:
+    def items(self) -> list[tuple[str, T]]:
         return sorted(self._items.items())
+
+
+@dataclasses.dataclass
+class Registries:
+    """One typed registry per kind of plugin."""
+
+    method: Registry[type[TrainingMethod]]
+    architecture: Registry[Architecture]
+    certifier: Registry[Certifier]
+    dataset: Registry[Dataset]
+
+    def __getitem__(self, kind: str) -> Registry[Any]:
+        return getattr(self, kind)
 
 
 class PluginManager:
@@ -77,7 +106,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager("rsbench")
         self.pm.add_hookspecs(hookspecs)
         self.info: dict[str, PluginInfo] = {}
-        self._registries: dict[str, Registry] | None = None
+        self._registries: Registries | None = None
         if load_entry_points:
             self._load_entry_points()
 
@@ -102,28 +131,50 @@ class PluginManager:
 
     def register(self, plugin: Any, name: str, distribution: str = "local", version: str = "") -> None:
         """Register a module or object implementing hooks (also for tests and notebooks)."""
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as error:
+            raise RsbenchError(
+                f"plugin {name!r} from {distribution} has a hook that does not match rsbench's: {error}",
+                "see CONTRIBUTING.md for the hook signatures, or skip it with RSBENCH_LOAD_PLUGINS=''",
+            ) from None
         module = getattr(plugin, "__name__", type(plugin).__name__)
         self.info[name] = PluginInfo(name, module, distribution, version)
         self._registries = None
 
     @property
-    def registries(self) -> dict[str, Registry]:
+    def registries(self) -> Registries:
+        """Every registered thing, collected by calling each plugin's hooks once (after any register)."""
         if self._registries is None:
-            registries = {kind: Registry(kind) for kind in KINDS}
+            registries = Registries(**{kind: Registry(kind, expected) for kind, (_, expected) in KINDS.items()})
             for info in self.info.values():
                 info.registers = {}
-            for kind, hook_name in KINDS.items():
+            for kind, (hook_name, _) in KINDS.items():
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                    plugin_name = impl.plugin_name
-
-                    def register(item, _kind=kind, _plugin=plugin_name):
-                        registries[_kind].add(item, _plugin)
-                        self.info[_plugin].registers.setdefault(_kind, []).append(item.name)
-
-                    impl.function(register=register)
+                    self._call_hook(impl, registries[kind], kind)
             self._registries = registries
         return self._registries
+
+    def _call_hook(self, impl: Any, registry: Registry[Any], kind: str) -> None:
+        plugin = impl.plugin_name
+
+        def register(item: Any) -> None:
+            registry.add(item, plugin)
+            self.info[plugin].registers.setdefault(kind, []).append(item.name)
+
+        try:
+            impl.function(register=register)
+        except RsbenchError:
+            raise
+        except Exception as error:
+            raise RsbenchError(
+                f"plugin {plugin!r} failed in {impl.function.__name__}: {type(error).__name__}: {error}",
+                "fix or uninstall it, or skip third-party plugins with RSBENCH_LOAD_PLUGINS=''",
+            ) from error
+
+    @property
+    def methods(self) -> Registry[type[TrainingMethod]]:
+        return self.registries.method
 
 
 _manager: PluginManager | None = None
@@ -142,17 +193,49 @@ def reset_manager() -> None:
     _manager = None
 
 
-def get_method(name: str):
-    return get_manager().registries["method"].get(name)
+def get_method(name: str) -> type[TrainingMethod]:
+    return get_manager().registries.method.get(name)
 
 
-def get_architecture(name: str):
-    return get_manager().registries["architecture"].get(name)
+def get_architecture(name: str) -> Architecture:
+    return get_manager().registries.architecture.get(name)
 
 
-def get_certifier(name: str):
-    return get_manager().registries["certifier"].get(name)
+def get_certifier(name: str) -> Certifier:
+    return get_manager().registries.certifier.get(name)
 
 
-def get_dataset(name: str):
-    return get_manager().registries["dataset"].get(name)
+def get_dataset(name: str) -> Dataset:
+    return get_manager().registries.dataset.get(name)
+
+
+def describe_plugins() -> list[dict[str, Any]]:
+    """Every loaded plugin (built-ins first): source distribution, version, and what it registers with
+    hyperparameters and presets, for ``rsbench plugins`` and its ``--json``."""
+    manager = get_manager()
+    registries = manager.registries
+    listing = []
+    for info in sorted(manager.info.values(), key=lambda i: (not i.builtin, i.name)):
+        entry: dict[str, Any] = {
+            "name": info.name,
+            "module": info.module,
+            "source": "built-in" if info.builtin else info.distribution,
+            "version": info.version,
+            "registers": {},
+        }
+        for kind, names in info.registers.items():
+            entry["registers"][kind] = [_describe(registries[kind].get(name)) for name in names]
+        listing.append(entry)
+    return listing
+
+
+def _describe(thing: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {"name": thing.name, "description": thing.description}
+    if hasattr(thing, "Params"):
+        item["params"] = describe_params(thing.Params)
+    if getattr(thing, "presets", None):
+        item["presets"] = [
+            {"name": p.name, "description": p.description, "dataset": p.dataset, "sigma": p.sigma, "params": p.params}
+            for p in thing.presets
+        ]
+    return item

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -12,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from rsbench.errors import redact
 
 
 def auto_device(requested: str | None = None) -> torch.device:
@@ -60,7 +64,9 @@ def git_commit() -> str | None:
         return None
     dirty = subprocess.run(
         ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True, text=True, timeout=5,
+        capture_output=True,
+        text=True,
+        timeout=5,
     ).stdout.strip()
     return result.stdout.strip() + ("-dirty" if dirty else "")
 
@@ -71,6 +77,15 @@ def provenance(device: torch.device | None = None) -> dict[str, Any]:
         "git_commit": git_commit(),
         "device": device_name(device) if device is not None else None,
         "host": platform.node(),
-        "command": " ".join(sys.argv),
+        "command": redact(" ".join(sys.argv)),  # a --db URL's password is never recorded
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (a checkpoint's identity in the store)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

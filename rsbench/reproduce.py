@@ -21,18 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
-import torch
 
 from rsbench import leaderboard
-from rsbench.certification import CertifyConfig, certify
-from rsbench.checkpoint import CHECKPOINT_NAME
-from rsbench.config import preset_settings
+from rsbench.certification import certify
+from rsbench.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from rsbench.config import CertifyConfig, TrainConfig, preset_settings, run_name
 from rsbench.errors import RsbenchError, did_you_mean
 from rsbench.params import params_to_dict, parse_params
 from rsbench.plugins import get_dataset, get_method
 from rsbench.progress import console
 from rsbench.store import Store
-from rsbench.training import TrainConfig, train
+from rsbench.training import train
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
 
@@ -68,7 +67,7 @@ def load_experiment(name: str) -> dict[str, Any]:
     experiment = tomllib.loads(path.read_text())
     rows = []
     for row in experiment["rows"]:
-        settings = preset_settings(row["preset"]) if "preset" in row else {"preset": None}
+        settings: dict[str, Any] = preset_settings(row["preset"]) if "preset" in row else {"preset": None}
         settings.update({k: v for k, v in row.items() if k != "preset"})
         settings.setdefault("dataset", experiment["dataset"])
         settings.setdefault("arch", experiment.get("arch") or get_dataset(settings["dataset"]).default_arch)
@@ -89,19 +88,22 @@ def scaled_milestones(dataset: str, epochs: int | None) -> tuple[int, ...] | Non
     return tuple(max(1, round(m * epochs / schedule.epochs)) for m in schedule.milestones)
 
 
-def run_slug(row: dict[str, Any], seed: int) -> str:
-    params = "-".join(f"{k}{v}" for k, v in sorted(row["params"].items()))
-    return f"{row['method']}-sigma{row['sigma']}{'-' + params if params else ''}-seed{seed}"
-
-
 def row_key(method: str, params: dict[str, Any], sigma: float, arch: str | None) -> tuple:
     return method, json.dumps(params, sort_keys=True), float(sigma), arch
 
 
-def reproduce(name: str, budget_name: str, store: Store, data_dir: str | None = None, runs_dir: str = "runs",
-              output_dir: str | None = "leaderboards", device: str | None = None, show_progress: bool = True,
-              methods: list[str] | None = None, sigmas: list[float] | None = None,
-              ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def reproduce(
+    name: str,
+    budget_name: str,
+    store: Store,
+    data_dir: str | None = None,
+    runs_dir: str = "runs",
+    output_dir: str | None = "leaderboards",
+    device: str | None = None,
+    show_progress: bool = True,
+    methods: list[str] | None = None,
+    sigmas: list[float] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train and certify every row × seed of an experiment (or those of ``methods`` and ``sigmas``) that the
     store lacks; returns the experiment's leaderboard and the time each row took here.
 
@@ -112,43 +114,26 @@ def reproduce(name: str, budget_name: str, store: Store, data_dir: str | None = 
         raise RsbenchError(f"unknown budget {budget_name!r}", "choose full, quick or smoke")
     budget = BUDGETS[budget_name]
     experiment = load_experiment(name)
-    selected = [row for row in experiment["rows"]
-                if (not methods or row["method"] in methods) and (not sigmas or float(row["sigma"]) in sigmas)]
+    selected = [
+        row
+        for row in experiment["rows"]
+        if (not methods or row["method"] in methods) and (not sigmas or float(row["sigma"]) in sigmas)
+    ]
     if not selected:
         raise RsbenchError(f"no row of {name} matches the given methods and sigmas")
-    timings = []
-    for row in selected:
-        for seed in experiment.get("seeds", [0]):
-            out = Path(runs_dir) / row["dataset"] / budget.name / run_slug(row, seed)
-            config = TrainConfig(
-                dataset=row["dataset"], arch=row["arch"], method=row["method"], sigma=row["sigma"],
-                params=dict(row["params"]), out=str(out), epochs=budget.epochs,
-                milestones=scaled_milestones(row["dataset"], budget.epochs), seed=seed,
-                train_limit=budget.train_limit, test_limit=budget.test_limit, data_dir=data_dir, device=device,
-                preset=row.get("preset"),
-            )
-            console.rule(f"{name} [{budget.name}]: {row['method']} σ={row['sigma']} {row['params']} seed {seed}")
-            started = time.perf_counter()
-            checkpoint = out / CHECKPOINT_NAME
-            target_epochs = budget.epochs or get_dataset(row["dataset"]).schedule.epochs
-            done_epochs = torch.load(checkpoint, weights_only=True)["epoch"] if checkpoint.exists() else 0
-            if done_epochs < target_epochs:
-                result = train(config, resume=checkpoint.exists(), show_progress=show_progress)
-                store.record_training(config, result)
-            trained = time.perf_counter()
-            certify(
-                CertifyConfig(checkpoint=str(checkpoint), n0=budget.n0, n=budget.n, alpha=budget.alpha,
-                              skip=budget.skip, limit=budget.limit, budget=budget.name, experiment=name,
-                              data_dir=data_dir, device=device),
-                store, show_progress=show_progress, reuse_complete=True,
-            )
-            timings.append({"method": row["method"], "sigma": row["sigma"], "params": row["params"], "seed": seed,
-                            "train_seconds": trained - started, "certify_seconds": time.perf_counter() - trained})
+    timings = [
+        run_row(row, seed, budget, name, store, runs_dir, data_dir, device, show_progress)
+        for row in selected
+        for seed in experiment.get("seeds", [0])
+    ]
     radii = leaderboard.parse_radii(experiment.get("radii"))
     board = leaderboard.build(store, experiment["dataset"], radii)
     wanted = {row_key(r["method"], r["params"], r["sigma"], r["arch"]) for r in experiment["rows"]}
-    board["rows"] = [r for r in board["rows"] if r["budget"] == budget.name
-                     and row_key(r["method"], r["params"], r["sigma"], r["arch"]) in wanted]
+    board["rows"] = [
+        r
+        for r in board["rows"]
+        if r["budget"] == budget.name and row_key(r["method"], r["params"], r["sigma"], r["arch"]) in wanted
+    ]
     if output_dir:
         path = Path(output_dir) / f"{name}-{budget.name}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,14 +142,50 @@ def reproduce(name: str, budget_name: str, store: Store, data_dir: str | None = 
     return board, timings
 
 
+def run_row(
+    row: dict[str, Any], seed: int, budget: Budget, experiment: str, store: Store, runs_dir: str,
+    data_dir: str | None, device: str | None, show_progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Train one row × seed of an experiment (resuming or skipping what is done), certify it under the
+    budget's protocol (skipping a complete certification), and return the time each took."""
+    name = run_name(row["method"], row["sigma"], row["params"], seed)
+    out = Path(runs_dir) / row["dataset"] / budget.name / name
+    config = TrainConfig(
+        dataset=row["dataset"], arch=row["arch"], method=row["method"], sigma=row["sigma"], params=dict(row["params"]),
+        out=str(out), epochs=budget.epochs, milestones=scaled_milestones(row["dataset"], budget.epochs), seed=seed,
+        train_limit=budget.train_limit, test_limit=budget.test_limit, data_dir=data_dir, device=device,
+        preset=row.get("preset"),
+    )  # fmt: skip
+    console.rule(f"{experiment} [{budget.name}]: {row['method']} σ={row['sigma']} {row['params']} seed {seed}")
+    started = time.perf_counter()
+    checkpoint = out / CHECKPOINT_NAME
+    target_epochs = budget.epochs or get_dataset(row["dataset"]).schedule.epochs
+    done_epochs = int(load_checkpoint(checkpoint)["epoch"]) if checkpoint.exists() else 0
+    if done_epochs < target_epochs:
+        result = train(config, resume=checkpoint.exists(), show_progress=show_progress)
+        store.record_training(config, result)
+    trained = time.perf_counter()
+    protocol = CertifyConfig(
+        checkpoint=str(checkpoint), n0=budget.n0, n=budget.n, alpha=budget.alpha, skip=budget.skip,
+        limit=budget.limit, budget=budget.name, experiment=experiment, data_dir=data_dir, device=device,
+    )  # fmt: skip
+    certify(protocol, store, show_progress=show_progress, reuse_complete=True)
+    timing = {"train_seconds": trained - started, "certify_seconds": time.perf_counter() - trained}
+    return {"method": row["method"], "sigma": row["sigma"], "params": row["params"], "seed": seed, **timing}
+
+
 def experiment_markdown(experiment: dict[str, Any], budget: Budget, board: dict[str, Any]) -> str:
     images = "all test images" if budget.skip == 1 else f"test indices 0, {budget.skip}, {2 * budget.skip}, …"
     if budget.limit:
         images += f", at most {budget.limit}"
-    protocol = (f"budget `{budget.name}`: epochs {budget.epochs or 'paper schedule'}, train images "
-                f"{budget.train_limit or 'all'}, certification N0={budget.n0}, N={budget.n:,}, α={budget.alpha}, "
-                f"{images}")
-    return (f"# {experiment['name']} ({budget.name})\n\n{experiment['description']}.\n\nProtocol: {protocol}.\n\n"
-            f"Regenerate: `rsbench reproduce {experiment['name']} --budget {budget.name}` (skips what the store "
-            f"holds), or `rsbench leaderboard --dataset {experiment['dataset']}` for the whole store.\n\n"
-            + leaderboard.render(board, "markdown"))
+    protocol = (
+        f"budget `{budget.name}`: epochs {budget.epochs or 'paper schedule'}, train images "
+        f"{budget.train_limit or 'all'}, certification N0={budget.n0}, N={budget.n:,}, α={budget.alpha}, "
+        f"{images}"
+    )
+    return (
+        f"# {experiment['name']} ({budget.name})\n\n{experiment['description']}.\n\nProtocol: {protocol}.\n\n"
+        f"Regenerate: `rsbench reproduce {experiment['name']} --budget {budget.name}` (skips what the store "
+        f"holds), or `rsbench leaderboard --dataset {experiment['dataset']}` for the whole store.\n\n"
+        + leaderboard.render(board, "markdown")
+    )

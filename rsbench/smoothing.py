@@ -12,16 +12,27 @@ accumulated on the classifier's device; no Python loop runs over samples.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
+from collections.abc import Sequence
 
 import torch
 from scipy.stats import binomtest, norm
 from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 
+from rsbench.specs import Certificate, CertificationRequest
+
 ABSTAIN = -1
+PRECISIONS = ("float32", "bfloat16", "float16")
+CPU_FORWARD_BATCH = 128
+
+
+def suited_forward_batch(device: torch.device) -> int | None:
+    """Noisy copies per forward pass that suit ``device``: 128 on a CPU, where a pass of a small model
+    (LeNet) then stays in cache (``benchmarks/certify_speed.py`` measures batches 64 to 1,000); ``None``
+    (the whole chunk of ``--batch`` draws) on accelerators, which want the largest pass that fits."""
+    return CPU_FORWARD_BATCH if device.type == "cpu" else None
 
 
 def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
@@ -37,68 +48,99 @@ def max_certified_radius(sigma: float, n: int, alpha: float) -> float:
     return sigma * float(norm.ppf(alpha ** (1.0 / n)))
 
 
-@dataclasses.dataclass(frozen=True)
-class Certificate:
-    """The outcome of CERTIFY: ``prediction`` (-1 = abstain), ℓ2 ``radius`` (0 when abstaining), the count
-    ``n_a`` of the selected class among ``n`` estimation draws and its lower bound ``p_a_lower``."""
+def certify_from_counts(
+    selection: torch.Tensor, estimation: torch.Tensor, alpha: float, sigma: float, draws: int
+) -> Certificate:
+    """Cohen et al.'s CERTIFY (2019, Algorithm 1) from the class counts of its two independent samples:
 
-    prediction: int
-    radius: float
-    n_a: int
-    n: int
-    p_a_lower: float
+    1. ĉ_A = the most frequent class among the N0 selection draws ``selection``;
+    2. n_A = the count of ĉ_A among the N estimation draws ``estimation``;
+    3. p_A = the one-sided (1-α) Clopper-Pearson lower bound on P(f(x+δ) = ĉ_A) from n_A of N;
+    4. p_A < ½: abstain; else predict ĉ_A, certified within ℓ2 radius σ·Φ⁻¹(p_A).
+
+    ``draws`` is the total spent (N0 + N), recorded with the certificate.
+    """
+    top = int(selection.argmax())
+    n_a, n = int(estimation[top]), int(estimation.sum())
+    p_a = lower_confidence_bound(n_a, n, alpha)
+    if p_a < 0.5:
+        return Certificate(ABSTAIN, 0.0, draws, "exact", n_a, p_a)
+    return Certificate(top, sigma * float(norm.ppf(p_a)), draws, "exact", n_a, p_a)
 
 
 class SmoothedClassifier:
-    """A smoothed classifier g(x) = argmax_c P(f(x+δ) = c), δ ~ N(0, σ²I), σ in [0,1] pixel units."""
+    """A smoothed classifier g(x) = argmax_c P(f(x+δ) = c), δ ~ N(0, σ²I), σ in [0,1] pixel units.
+
+    Implements the certifier contract (:class:`rsbench.specs.SmoothedClassifierProtocol`) with Cohen's
+    CERTIFY, and Cohen's own ``certify``/``predict`` interface on top of it.
+    """
 
     ABSTAIN = ABSTAIN
 
-    def __init__(self, base_classifier: nn.Module, num_classes: int, sigma: float):
+    def __init__(
+        self,
+        base_classifier: nn.Module,
+        num_classes: int,
+        sigma: float,
+        *,
+        forward_batch: int | None = None,
+        compile: bool = False,
+        precision: str = "float32",
+    ):
+        """``forward_batch``: noisy copies per forward pass (``None``: what suits the device, see
+        :func:`suited_forward_batch`); it never changes the noise drawn, only how it is fed to the model.
+        ``compile``: run the model through ``torch.compile``. ``precision``: ``float32``, or on CUDA
+        ``bfloat16``/``float16`` autocast for the forward pass only (noise stays float32): the certificate
+        is then one of the reduced-precision classifier, whose predictions may differ from float32's."""
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, not {sigma}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if forward_batch is not None and forward_batch < 1:
+            raise ValueError(f"forward_batch must be at least 1, not {forward_batch}")
         self.base_classifier = base_classifier
         self.num_classes = num_classes
         self.sigma = sigma
+        self.forward_batch = forward_batch
+        self.precision = precision
+        self._model = torch.compile(base_classifier, dynamic=False) if compile else base_classifier
 
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
-                generator: torch.Generator | None = None) -> tuple[int, float]:
+    def certify(
+        self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int, generator: torch.Generator | None = None
+    ) -> tuple[int, float]:
         """CERTIFY: the prediction of g at ``x`` and an ℓ2 radius within which g is constant, both with
         probability at least 1-α over the noise; ``(-1, 0.0)`` when it abstains."""
-        certificate = self.certify_detailed(x, n0, n, alpha, batch_size, generator)
+        request = CertificationRequest(n0=n0, n=n, alpha=alpha, batch_size=batch_size)
+        certificate = self.certify_batch(x.unsqueeze(0), request, [generator])[0]
         return certificate.prediction, certificate.radius
 
-    def certify_detailed(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
-                         generator: torch.Generator | None = None) -> Certificate:
-        """CERTIFY with its counts: N0 draws select the top class, N fresh draws bound its probability."""
-        return self.certify_many(x.unsqueeze(0), n0, n, alpha, batch_size, [generator])[0]
-
-    def certify_many(self, xs: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int,
-                     generators: list[torch.Generator | None] | None = None) -> list[Certificate]:
-        """CERTIFY for each input of ``xs`` [K,C,H,W], their noisy copies sharing forward passes of
-        ``batch_size`` (a faster path where one input's copies do not fill the device). Each certificate has
-        the guarantee of :meth:`certify`; ``generators`` gives each input its own noise stream."""
-        _check_sampling(n0, "n0")
-        _check_sampling(n, "n")
-        _check_alpha(alpha)
-        if max_certified_radius(self.sigma, n, alpha) <= 0:
+    def certify_batch(
+        self, xs: torch.Tensor, request: CertificationRequest, generators: Sequence[torch.Generator | None]
+    ) -> list[Certificate]:
+        """CERTIFY for each input of ``xs`` [K,C,H,W]; their noisy copies share forward passes of
+        ``request.batch_size``. Each input draws from its own generator, so its certificate is the one
+        :meth:`certify` gives it alone. ``request.radii`` is ignored: radii are exact."""
+        _check_sampling(request.n0, "n0")
+        _check_sampling(request.n, "n")
+        _check_alpha(request.alpha)
+        if max_certified_radius(self.sigma, request.n, request.alpha) <= 0:
             warnings.warn(
-                f"with n={n} and alpha={alpha} no radius can be certified: CERTIFY will always abstain",
-                RuntimeWarning, stacklevel=3,
+                f"with n={request.n} and alpha={request.alpha} no radius can be certified: CERTIFY will always abstain",
+                RuntimeWarning,
+                stacklevel=3,
             )
         self.base_classifier.eval()
-        tops = self.sample_counts_many(xs, n0, batch_size, generators).argmax(1)
-        estimation = self.sample_counts_many(xs, n, batch_size, generators)
-        certificates = []
-        for top, counts in zip(tops.tolist(), estimation, strict=True):
-            n_a = int(counts[top])
-            p_a = lower_confidence_bound(n_a, n, alpha)
-            radius = self.sigma * float(norm.ppf(p_a)) if p_a >= 0.5 else 0.0
-            certificates.append(Certificate(top if p_a >= 0.5 else ABSTAIN, radius, n_a, n, p_a))
-        return certificates
+        selection = self.sample_counts_many(xs, request.n0, request.batch_size, generators)
+        estimation = self.sample_counts_many(xs, request.n, request.batch_size, generators)
+        draws = request.n0 + request.n
+        return [
+            certify_from_counts(s, e, request.alpha, self.sigma, draws)
+            for s, e in zip(selection, estimation, strict=True)
+        ]
 
-    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int,
-                generator: torch.Generator | None = None) -> int:
+    def predict(
+        self, x: torch.Tensor, n: int, alpha: float, batch_size: int, generator: torch.Generator | None = None
+    ) -> int:
         """PREDICT: g's prediction at ``x``, or -1 when a two-sided binomial test cannot tell the top two
         classes apart at level α (the returned class is wrong with probability at most α)."""
         _check_sampling(n, "n")
@@ -112,33 +154,50 @@ class SmoothedClassifier:
             return ABSTAIN
         return int(top2.indices[0])
 
-    def sample_counts(self, x: torch.Tensor, num: int, batch_size: int,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_counts(
+        self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Class counts of f(x + δ) over ``num`` draws, in batches of ``batch_size`` (on x's device)."""
         return self.sample_counts_many(x.unsqueeze(0), num, batch_size, [generator])[0]
 
-    @torch.no_grad()
-    def sample_counts_many(self, xs: torch.Tensor, num: int, batch_size: int,
-                           generators: list[torch.Generator | None] | None = None) -> torch.Tensor:
+    @torch.inference_mode()
+    def sample_counts_many(
+        self, xs: torch.Tensor, num: int, batch_size: int, generators: Sequence[torch.Generator | None] | None = None
+    ) -> torch.Tensor:
         """[K, classes] counts of f(x_k + δ) over ``num`` fresh draws for each of the K inputs ``xs``; a
-        forward pass holds ``batch_size // K`` draws of each input."""
+        chunk holds ``batch_size // K`` draws of each input.
+
+        Input k's noise is drawn from its own generator in chunks of ``batch_size // K`` draws, in place
+        into one reused buffer (``normal_`` on a contiguous slice: the stream ``torch.randn`` of the same
+        chunk gives); the chunk is fed to the model ``forward_batch`` rows at a time."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         inputs = len(xs)
         generators = generators or [None] * inputs
-        per_input = max(1, batch_size // inputs)
+        per_input = min(max(1, batch_size // inputs), num)
+        buffer = torch.empty((inputs * per_input, *xs.shape[1:]), device=xs.device, dtype=xs.dtype)
         counts = torch.zeros(inputs * self.num_classes, dtype=torch.long, device=xs.device)
         remaining = num
         while remaining > 0:
             size = min(per_input, remaining)
             remaining -= size
-            noise = torch.cat([torch.randn((size, *xs.shape[1:]), generator=g, device=xs.device, dtype=xs.dtype)
-                               for g in generators])
-            batch = xs.repeat_interleave(size, dim=0)  # input-major: rows k*size .. (k+1)*size-1 are input k
-            predictions = self.base_classifier(batch + noise * self.sigma).argmax(1)
+            chunk = buffer[: inputs * size].view(inputs, size, *xs.shape[1:])  # input-major, contiguous
+            for k, generator in enumerate(generators):
+                chunk[k].normal_(generator=generator)
+            chunk.mul_(self.sigma).add_(xs.unsqueeze(1))  # x_k + σ·δ, bit for bit
             offsets = torch.arange(inputs, device=xs.device).repeat_interleave(size) * self.num_classes
+            predictions = self.classify(buffer[: inputs * size])
             counts += torch.bincount(predictions + offsets, minlength=inputs * self.num_classes)
         return counts.view(inputs, self.num_classes)
+
+    def classify(self, batch: torch.Tensor) -> torch.Tensor:
+        """f's class for each row of ``batch`` (noisy inputs in [0,1]), ``forward_batch`` rows per pass."""
+        step = self.forward_batch or suited_forward_batch(batch.device) or len(batch)
+        autocast = torch.autocast(
+            batch.device.type, dtype=getattr(torch, self.precision), enabled=self.precision != "float32"
+        )
+        with autocast:
+            return torch.cat([self._model(batch[i : i + step]).argmax(1) for i in range(0, len(batch), step)])
 
 
 def _check_sampling(value: int, name: str) -> None:

@@ -1,13 +1,14 @@
-"""What a plugin registers: datasets, architectures and certifiers (training methods: ``methods.py``)."""
+"""The contracts of plugins: datasets, architectures and certifiers (training methods: ``methods.py``), and
+what the certification engine exchanges with a certifier."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from torch import nn
+from torch import Generator, Tensor, nn
 from torch.utils.data import Dataset as TorchDataset
 
 from rsbench.params import NoParams
@@ -28,7 +29,8 @@ class Normalization:
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """An SGD schedule: initial learning rate, epochs, epochs at which lr is multiplied by ``gamma``."""
+    """An SGD schedule: initial learning rate, epochs, 0-based epochs from which lr is multiplied by ``gamma``,
+    momentum (plain unless ``nesterov``) and weight decay."""
 
     lr: float
     epochs: int
@@ -37,6 +39,7 @@ class Schedule:
     gamma: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    nesterov: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +79,77 @@ class Architecture:
     prefix: bool = False
 
 
+RunKind = Literal["certify", "predict"]
+"""What a certification run computes: CERTIFY's prediction and radius, or PREDICT's prediction alone."""
+
+RadiusKind = Literal["exact", "grid"]
+"""What a certified radius means: ``exact`` is CERTIFY's σ·Φ⁻¹(p_A lower bound) from its final bound;
+``grid`` is the largest requested radius that was certified, a lower bound on CERTIFY's radius."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificationRequest:
+    """What the engine asks of a certifier for each input.
+
+    ``n0`` selection draws; ``n`` estimation draws (an adaptive certifier's most per input); ``alpha`` the
+    failure probability of each certificate; ``batch_size`` noisy copies per forward pass; ``radii`` the
+    ℓ2 radii ([0,1] pixel units) the caller wants decided, ascending (empty: no grid, exact radii wanted).
+    """
+
+    n0: int
+    n: int
+    alpha: float
+    batch_size: int
+    radii: tuple[float, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificate:
+    """One input's certificate: ``prediction`` (-1 = abstain) and ℓ2 ``radius`` (0.0 when abstaining), each
+    holding with probability at least 1-α over the noise; ``radius_kind`` says what the radius means;
+    ``draws`` counts every noise draw spent on the input (selection included); ``n_a`` is the selected
+    class's count among the estimation draws and ``p_a_lower`` its lower confidence bound, where defined."""
+
+    prediction: int
+    radius: float
+    draws: int
+    radius_kind: RadiusKind = "exact"
+    n_a: int | None = None
+    p_a_lower: float | None = None
+
+
+@runtime_checkable
+class SmoothedClassifierProtocol(Protocol):
+    """What the certification engine calls on the object a :class:`Certifier` creates.
+
+    ``generators`` holds one noise stream per input, so a certificate never depends on which other inputs
+    shared its forward passes (resumed and sharded runs give identical rows). A certifier may also define
+    ``check_request(request)``, which the engine calls before it writes the run, to refuse (raise
+    :class:`rsbench.errors.RsbenchError`) a request it cannot serve.
+    """
+
+    def certify_batch(
+        self, xs: Tensor, request: CertificationRequest, generators: Sequence[Generator | None]
+    ) -> list[Certificate]:
+        """One certificate per input of ``xs`` [K,C,H,W] in [0,1] pixel space."""
+        ...
+
+    def predict(self, x: Tensor, n: int, alpha: float, batch_size: int, generator: Generator | None = None) -> int:
+        """The smoothed prediction at one input [C,H,W], or -1 (abstain); wrong with probability ≤ α."""
+        ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Certifier:
-    """A certifier plugin: ``create(base_classifier, num_classes, sigma, **params)`` returns an object with
-    Cohen et al.'s ``certify(x, n0, n, alpha, batch_size)`` and ``predict(x, n, alpha, batch_size)``."""
+    """A certifier plugin: ``create(base_classifier, num_classes, sigma, params)`` returns a
+    :class:`SmoothedClassifierProtocol`; ``params`` is an instance of ``Params`` (its hyperparameters).
+
+    ``base_classifier`` maps [B,C,H,W] in [0,1] to logits (normalization is its first layer); σ is in
+    [0,1] pixel units. Subclassing :class:`rsbench.smoothing.SmoothedClassifier` gives Cohen's sampling
+    and Cohen's ``certify``/``predict`` interface for free.
+    """
 
     name: str
     description: str
-    create: Callable[..., Any]
+    create: Callable[[nn.Module, int, float, Any], SmoothedClassifierProtocol]
     Params: type = NoParams

@@ -1,4 +1,4 @@
-"""The training engine: data, SGD with Nesterov momentum, the step schedule, per-epoch noisy test
+"""The training engine: data, SGD with momentum, the step schedule, per-epoch noisy test
 accuracy, atomic checkpoints, exact resume and progress. Methods only supply their loss and steps."""
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from rsbench.checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint
+from rsbench.config import TrainConfig
 from rsbench.data import data_root, head, iterate_batches
-from rsbench.errors import RsbenchError
+from rsbench.distributed import World, current_world, rank_device
+from rsbench.errors import RsbenchError, check_seed
 from rsbench.methods import TrainingMethod, noisy_copies
 from rsbench.nets import build_classifier
 from rsbench.params import params_to_dict, parse_params
@@ -28,35 +30,12 @@ LOG_NAME = "log.tsv"
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """One training run. ``None`` schedule fields take the dataset's paper schedule."""
-
-    dataset: str
-    arch: str
-    method: str
-    sigma: float
-    params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    out: str = "runs/train"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    milestones: tuple[int, ...] | None = None
-    seed: int = 0
-    train_limit: int | None = None
-    test_limit: int | None = None
-    data_dir: str | None = None
-    device: str | None = None
-    workers: int = 2
-    preset: str | None = None
-
-
-@dataclasses.dataclass
 class TrainResult:
     checkpoint: Path
     epochs: int
     test_accuracy: float
-    images_per_second: float
-    noisy_passes_per_second: float
+    images_per_second: float | None  # None when nothing was left to train (a resumed, finished run)
+    noisy_passes_per_second: float | None
     meta: dict[str, Any]
 
 
@@ -74,12 +53,19 @@ def resolve(config: TrainConfig) -> tuple[Any, TrainingMethod, Schedule, dict[st
         lr=config.lr if config.lr is not None else base.lr,
         batch_size=config.batch_size if config.batch_size is not None else base.batch_size,
         milestones=tuple(config.milestones) if config.milestones is not None else base.milestones,
+        nesterov=config.nesterov if config.nesterov is not None else base.nesterov,
     )
-    for name, value in (("epochs", schedule.epochs), ("batch size", schedule.batch_size)):
-        if value < 1:
+    for name, value in (
+        ("epochs", schedule.epochs),
+        ("batch size", schedule.batch_size),
+        ("train limit", config.train_limit),
+        ("test limit", config.test_limit),
+    ):
+        if value is not None and value < 1:
             raise RsbenchError(f"{name} must be at least 1, not {value}")
-    if not schedule.lr > 0:
-        raise RsbenchError(f"learning rate must be positive, not {schedule.lr}")
+    if not (math.isfinite(schedule.lr) and schedule.lr > 0):
+        raise RsbenchError(f"learning rate must be a positive number, not {schedule.lr}", "e.g. --lr 0.01")
+    check_seed(config.seed)
     return dataset, method_cls(params, float(config.sigma)), schedule, params_to_dict(params)
 
 
@@ -105,115 +91,270 @@ def noisy_accuracy(model: nn.Module, dataset, sigma: float, device: torch.device
 def _run_identity(config: TrainConfig, params: dict, schedule: Schedule) -> dict[str, Any]:
     """What must match for ``--resume`` to continue a run rather than start another."""
     return {
-        "dataset": config.dataset, "arch": config.arch, "method": config.method, "params": params,
-        "sigma": float(config.sigma), "seed": config.seed, "train_limit": config.train_limit,
+        "dataset": config.dataset,
+        "arch": config.arch,
+        "method": config.method,
+        "params": params,
+        "sigma": float(config.sigma),
+        "seed": config.seed,
+        "train_limit": config.train_limit,
         "schedule": dataclasses.asdict(schedule),
     }
 
 
-def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
+@dataclasses.dataclass
+class Session:
+    """A training run's live state: what the epochs read and update."""
+
+    config: TrainConfig
+    world: World
+    method: TrainingMethod
+    schedule: Schedule
+    model: nn.Module  # the plain model: evaluated and saved
+    step_model: nn.Module  # what the method's loss calls: the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    train_set: Any
+    test_set: Any
+    device: torch.device
+    out: Path
+    meta: dict[str, Any]
+    start_epoch: int
+    test_accuracy: float
+    partial: dict[str, Any] | None = None  # where an interrupted epoch stopped (see save_partial)
+    last_save: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT_NAME
+
+
+def make_optimizer(model: nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
+    """SGD with momentum (Nesterov's if the schedule says so) and weight decay, as the official code."""
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=schedule.lr,
+        momentum=schedule.momentum,
+        weight_decay=schedule.weight_decay,
+        nesterov=schedule.nesterov,
+    )
+
+
+def open_session(config: TrainConfig, resume: bool) -> Session:
+    """Validate the config, load the data, build model and optimizer, and restore them with ``resume``.
+    Under torchrun every rank opens the same session; rank 0's checkpoint is broadcast to all."""
     dataset, method, schedule, params = resolve(config)
-    device = auto_device(config.device)
-    out = Path(config.out)
-    checkpoint_path = out / CHECKPOINT_NAME
+    world = current_world(config.device)
+    if schedule.batch_size % world.size:
+        raise RsbenchError(
+            f"batch size {schedule.batch_size} is not divisible by the {world.size} processes",
+            "choose --batch as a multiple of the number of processes",
+        )
+    device = auto_device(rank_device(world, config.device))
     identity = _run_identity(config, params, schedule)
+    world.agree(identity, "the run's settings")
     root = data_root(config.data_dir)
     train_set = head(dataset.load(root, "train", True), config.train_limit)
     test_set = head(dataset.load(root, "test", False), config.test_limit)
-
     torch.manual_seed(config.seed)
     model = build_classifier(config.arch, dataset).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=schedule.lr, momentum=schedule.momentum,
-        weight_decay=schedule.weight_decay, nesterov=True,
+    optimizer = make_optimizer(model, schedule)
+    start_epoch, test_accuracy, partial = _start_state(
+        Path(config.out) / CHECKPOINT_NAME, resume, identity, model, optimizer, world
     )
-    start_epoch, test_acc = 0, float("nan")
-    if resume and checkpoint_path.exists():
-        start_epoch, test_acc = _restore(checkpoint_path, identity, model, optimizer)
-    elif checkpoint_path.exists():
-        raise RsbenchError(
-            f"{checkpoint_path} already exists", "pass --resume to continue that run, or choose another --out"
-        )
-    elif resume:
-        raise RsbenchError(f"nothing to resume: {checkpoint_path} does not exist", "drop --resume")
-
+    normalization = dataset.normalization
     meta = {
         **identity,
-        "normalization": {
-            "kind": dataset.normalization.kind,
-            "mean": list(dataset.normalization.mean), "std": list(dataset.normalization.std),
-        },
+        "normalization": {"kind": normalization.kind, "mean": list(normalization.mean), "std": list(normalization.std)},
         "preset": config.preset,
         "test_limit": config.test_limit,
-        "provenance": provenance(device),
+        "world_size": world.size,
+        "provenance": {**provenance(device), "world_size": world.size},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / LOG_NAME
-    if start_epoch == 0:
-        log_path.write_text("epoch\ttime\tlr\ttrain_loss\ttest_loss\ttest_acc\n")
-
-    examples, train_seconds = 0, 0.0
-    steps_per_epoch = math.ceil(len(train_set) / schedule.batch_size)
-    with make_progress(show_progress) as progress:
-        task = progress.add_task(
-            f"train {config.method}", total=(schedule.epochs - start_epoch) * steps_per_epoch, status=""
-        )
-        for epoch in range(start_epoch, schedule.epochs):
-            lr = learning_rate(schedule, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            method.start_epoch(epoch, schedule)
-            model.train()
-            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            started = time.perf_counter()
-            loss_sum, loss_count = torch.zeros((), device=device), 0  # summed on the device: no sync per step
-            for step, (x, y) in enumerate(
-                iterate_batches(train_set, schedule.batch_size, True, generator, config.workers)
-            ):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                for chunk_x, chunk_y in method.split_batch(x, y):
-                    loss = method.loss(model, chunk_x, chunk_y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    loss_sum += loss.detach() * len(chunk_y)
-                    loss_count += len(chunk_y)
-                examples += len(y)
-                progress.advance(task)
-                if step % 20 == 0:
-                    mean_loss = loss_sum.item() / max(loss_count, 1)
-                    progress.update(task, status=f"epoch {epoch + 1}/{schedule.epochs} loss {mean_loss:.4f}")
-            elapsed = time.perf_counter() - started
-            train_seconds += elapsed
-            test_acc, test_loss = noisy_accuracy(model, test_set, method.sigma, device)
-            train_loss = loss_sum.item() / max(loss_count, 1)
-            meta["rng_state"] = torch.get_rng_state()
-            if device.type == "cuda":
-                meta["cuda_rng_state"] = torch.cuda.get_rng_state(device)
-            meta["test_accuracy"] = test_acc
-            atomic_save(
-                {"epoch": epoch + 1, "arch": config.arch, "state_dict": model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "rsbench": meta},
-                checkpoint_path,
-            )
-            with log_path.open("a") as log:  # after the checkpoint: a resumed run never logs an epoch twice
-                log.write(f"{epoch + 1}\t{elapsed:.3f}\t{lr:.6g}\t{train_loss:.4f}\t{test_loss:.4f}\t{test_acc:.4f}\n")
-            progress.console.print(
-                f"epoch {epoch + 1:>3}/{schedule.epochs}  lr {lr:.4g}  train loss {train_loss:.4f}  "
-                f"noisy test acc {test_acc:.4f}  {len(train_set) / elapsed:,.0f} img/s"
-            )
-    rate = examples / train_seconds if train_seconds else float("nan")
-    return TrainResult(
-        checkpoint_path, schedule.epochs, test_acc, rate, rate * method.noisy_passes_per_example, meta
+    step_model: nn.Module = model
+    if world.distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        step_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return Session(
+        config,
+        world,
+        method,
+        schedule,
+        model,
+        step_model,
+        optimizer,
+        train_set,
+        test_set,
+        device,
+        Path(config.out),
+        meta,
+        start_epoch,
+        test_accuracy,
+        partial,
     )
 
 
-def _restore(path: Path, identity: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, float]:
-    """Load an interrupted run's state; returns the epochs done and the last noisy test accuracy."""
-    checkpoint = load_checkpoint(path)
+def train_epoch(session: Session, epoch: int, progress: Any, task: Any) -> tuple[float, int]:
+    """One epoch of the method's steps at the schedule's learning rate (continuing a partial epoch saved by
+    :func:`save_partial`); returns (mean loss, examples)."""
+    lr = learning_rate(session.schedule, epoch)
+    for group in session.optimizer.param_groups:
+        group["lr"] = lr
+    session.method.start_epoch(epoch, session.schedule)
+    session.model.train()
+    world, partial = session.world, session.partial
+    generator = torch.Generator().manual_seed(session.config.seed * 100_003 + epoch)
+    loss_sum = torch.zeros((), device=session.device)  # summed on the device: no sync per step
+    loss_count, examples, first = 0, 0, 0
+    if partial is not None:
+        first, examples, loss_count = partial["step"], partial["examples"], partial["loss_count"]
+        loss_sum += partial["loss_sum"]
+    batches = iterate_batches(
+        session.train_set,
+        session.schedule.batch_size,
+        True,
+        generator,
+        session.config.workers,
+        shard=(world.rank, world.size),
+        resume_at=(first, partial["generator_state"]) if partial is not None else None,
+    )
+    session.partial = None
+    for step, (x, y) in enumerate(batches, start=first):
+        x, y = x.to(session.device, non_blocking=True), y.to(session.device, non_blocking=True)
+        for chunk_x, chunk_y in session.method.split_batch(x, y):
+            loss = session.method.loss(session.step_model, chunk_x, chunk_y)
+            session.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            session.optimizer.step()
+            loss_sum += loss.detach() * len(chunk_y)
+            loss_count += len(chunk_y)
+        examples += len(y) * world.size
+        progress.advance(task)
+        if step % 20 == 19:
+            mean_loss = loss_sum.item() / max(loss_count, 1)
+            progress.update(task, status=f"epoch {epoch + 1}/{session.schedule.epochs} loss {mean_loss:.4f}")
+            if world.broadcast(time.monotonic() - session.last_save >= session.config.checkpoint_every):
+                save_partial(
+                    session,
+                    epoch,
+                    {
+                        "step": step + 1,
+                        "examples": examples,
+                        "loss_count": loss_count,
+                        "loss_sum": loss_sum.item(),
+                        "generator_state": generator.get_state(),
+                    },
+                )
+    return loss_sum.item() / max(loss_count, 1), examples
+
+
+def save_checkpoint(session: Session, epochs_done: int, partial: dict[str, Any] | None) -> None:
+    """Rank 0 writes the checkpoint atomically with every rank's RNG state (all ranks must call this)."""
+    rng_states = session.world.gather(
+        (torch.get_rng_state(), torch.cuda.get_rng_state(session.device) if session.device.type == "cuda" else None)
+    )
+    session.last_save = time.monotonic()
+    if not session.world.main:
+        return
+    session.meta.update(rng_states=rng_states, test_accuracy=session.test_accuracy, partial_epoch=partial)
+    atomic_save(
+        {
+            "epoch": epochs_done,
+            "arch": session.config.arch,
+            "state_dict": session.model.state_dict(),
+            "optimizer": session.optimizer.state_dict(),
+            "rsbench": session.meta,
+        },
+        session.checkpoint_path,
+    )
+
+
+def save_partial(session: Session, epoch: int, partial: dict[str, Any]) -> None:
+    """A checkpoint within ``epoch``: the batches done, the data order's generator state, the loss so far."""
+    save_checkpoint(session, epoch, {**partial, "epoch": epoch})
+
+
+def save_epoch(session: Session, epoch: int, elapsed: float, train_loss: float) -> str:
+    """Rank 0 evaluates; the checkpoint is written; rank 0 appends the log line and returns it to show."""
+    if session.world.main:
+        session.test_accuracy, test_loss = noisy_accuracy(
+            session.model, session.test_set, session.method.sigma, session.device
+        )
+    save_checkpoint(session, epoch + 1, None)
+    if not session.world.main:
+        return ""
+    lr = learning_rate(session.schedule, epoch)
+    line = f"{epoch + 1}\t{elapsed:.3f}\t{lr:.6g}\t{train_loss:.4f}\t{test_loss:.4f}\t{session.test_accuracy:.4f}\n"
+    with (session.out / LOG_NAME).open("a") as log:  # after the checkpoint: a resumed run never logs an epoch twice
+        log.write(line)
+    return (
+        f"epoch {epoch + 1:>3}/{session.schedule.epochs}  lr {lr:.4g}  train loss {train_loss:.4f}  "
+        f"noisy test acc {session.test_accuracy:.4f}  {len(session.train_set) / elapsed:,.0f} img/s"
+    )
+
+
+def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
+    """Train (or resume) the run ``config`` describes; returns its checkpoint and figures."""
+    session = open_session(config, resume)
+    main = session.world.main
+    if main:
+        session.out.mkdir(parents=True, exist_ok=True)
+    if main and session.start_epoch == 0:
+        (session.out / LOG_NAME).write_text("epoch\ttime\tlr\ttrain_loss\ttest_loss\ttest_acc\n")
+    schedule = session.schedule
+    examples, seconds = 0, 0.0
+    steps = math.ceil(len(session.train_set) / schedule.batch_size)
+    with make_progress(show_progress and main) as progress:
+        task = progress.add_task(
+            f"train {config.method}", total=(schedule.epochs - session.start_epoch) * steps, status=""
+        )
+        for epoch in range(session.start_epoch, schedule.epochs):
+            started = time.perf_counter()
+            train_loss, epoch_examples = train_epoch(session, epoch, progress, task)
+            elapsed = time.perf_counter() - started
+            examples, seconds = examples + epoch_examples, seconds + elapsed
+            line = save_epoch(session, epoch, elapsed, train_loss)
+            if main:
+                progress.console.print(line)
+    rate = examples / seconds if seconds else None
+    passes = rate * session.method.noisy_passes_per_example if rate is not None else None
+    return TrainResult(session.checkpoint_path, schedule.epochs, session.test_accuracy, rate, passes, session.meta)
+
+
+def _start_state(
+    path: Path, resume: bool, identity: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, world: World
+) -> tuple[int, float, dict[str, Any] | None]:
+    """Epochs done, last noisy test accuracy and where a partial epoch stopped: (0, nan, None) for a new
+    run, else restored from ``path``."""
+    exists = world.broadcast(path.exists())
+    if exists and not resume:
+        raise RsbenchError(f"{path} already exists", "pass --resume to continue that run, or choose another --out")
+    if resume and not exists:
+        raise RsbenchError(f"nothing to resume: {path} does not exist", "drop --resume")
+    if resume:
+        checkpoint = world.broadcast(load_checkpoint(path) if world.main else {})
+        return _restore(checkpoint, path, identity, model, optimizer, world)
+    if world.rank:
+        torch.manual_seed(identity["seed"] + 1_000_003 * world.rank)  # each rank its own noise; rank 0 as one process
+    return 0, float("nan"), None
+
+
+def _restore(
+    checkpoint: dict[str, Any],
+    path: Path,
+    identity: dict,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    world: World,
+) -> tuple[int, float, dict[str, Any] | None]:
+    """Load an interrupted run's state: the epochs done, the last noisy test accuracy and where a partial
+    epoch stopped. Each rank
+    gets back its RNG state when the world has the size it was saved with, else a fresh per-rank seed."""
     meta = checkpoint.get("rsbench")
-    if not isinstance(meta, dict):
-        raise RsbenchError(f"{path} was not written by rsbench train", "cannot resume it; choose another --out")
+    if not isinstance(meta, dict) or "rng_states" not in meta:
+        raise RsbenchError(
+            f"{path} was not written by rsbench train (or by an older version)",
+            "cannot resume it; choose another --out",
+        )
     recorded = {key: meta.get(key) for key in identity}
     if recorded != identity:
         differing = sorted(k for k in identity if recorded[k] != identity[k])
@@ -223,9 +364,16 @@ def _restore(path: Path, identity: dict, model: nn.Module, optimizer: torch.opti
         )
     model.load_state_dict(checkpoint["state_dict"])
     optimizer.load_state_dict(checkpoint["optimizer"])
-    torch.set_rng_state(meta["rng_state"])
-    if "cuda_rng_state" in meta and next(model.parameters()).is_cuda:
-        torch.cuda.set_rng_state(meta["cuda_rng_state"], next(model.parameters()).device)
-    console.print(f"resuming {path} after epoch {checkpoint['epoch']}")
-    return int(checkpoint["epoch"]), float(meta.get("test_accuracy", float("nan")))
-
+    epoch = int(checkpoint["epoch"])
+    if len(meta["rng_states"]) == world.size:
+        cpu_state, cuda_state = meta["rng_states"][world.rank]
+        torch.set_rng_state(cpu_state)
+        if cuda_state is not None and next(model.parameters()).is_cuda:
+            torch.cuda.set_rng_state(cuda_state, next(model.parameters()).device)
+    else:
+        torch.manual_seed(identity["seed"] + 1_000_003 * world.rank + 7_919 * epoch)
+    partial = meta.get("partial_epoch")
+    if world.main:
+        within = f", step {partial['step']} of epoch {epoch + 1}" if partial else ""
+        console.print(f"resuming {path} after epoch {epoch}{within}")
+    return epoch, float(meta.get("test_accuracy", float("nan"))), partial

@@ -1,81 +1,30 @@
-"""Shared fixtures: the real data in ../shared (skipped with a reason where absent) and small datasets
-made on the fly in the torchvision layouts."""
+"""Shared fixtures: the real data (``RSBENCH_DATA``, else ``../shared/data``; skipped with a reason where
+absent), toy datasets, a fresh plugin manager and store per test, and a one-line-per-reason summary of
+skipped tests."""
 
 from __future__ import annotations
 
-import gzip
-import pickle
-import struct
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from helpers import SHARED_DATA, need, write_toy_mnist
 from rsbench.plugins import reset_manager
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-SHARED_DATA = SHARED / "data"
-REFERENCE_LOGS = SHARED / "reference" / "smoothing-consistency-certify-logs.tar.gz"
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} is absent (it ships beside the repository in ../shared, as in CI)")
-    return path
 
 
 @pytest.fixture
 def mnist_root() -> Path:
-    """The real MNIST in ../shared/data (torchvision layout)."""
+    """The real MNIST (torchvision layout)."""
     need(SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte.gz")
     return SHARED_DATA
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    codes = {np.uint8: 0x08}
-    header = struct.pack(">BBBB", 0, 0, codes[array.dtype.type], array.ndim)
-    header += b"".join(struct.pack(">I", d) for d in array.shape)
-    with gzip.open(path, "wb") as handle:
-        handle.write(header + array.tobytes())
-
-
-def make_digit_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A learnable toy 'MNIST': class k is a bright 6x6 square at one of 10 positions, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, count).astype(np.uint8)
-    images = (rng.random((count, 28, 28)) * 60).astype(np.uint8)
-    for i, label in enumerate(labels):
-        row, col = divmod(int(label), 5)
-        images[i, 4 + 10 * row : 10 + 10 * row, 1 + 5 * col : 7 + 5 * col] = 255
-    return images, labels
 
 
 @pytest.fixture(scope="session")
 def toy_mnist_root(tmp_path_factory) -> Path:
     """MNIST's file layout with 1024 training and 200 test toy images."""
-    root = tmp_path_factory.mktemp("toy_data")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for prefix, count, seed in (("train", 1024, 0), ("t10k", 200, 1)):
-        images, labels = make_digit_images(count, seed)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return root
-
-
-def write_cifar_batches(root: Path, images: np.ndarray, labels: list[int]) -> None:
-    """CIFAR-10's python pickle batches from uint8 [N,32,32,3] images."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    flat = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-    parts = np.array_split(np.arange(len(images)), 5)
-    for i, part in enumerate(parts, start=1):
-        with open(folder / f"data_batch_{i}", "wb") as handle:
-            pickle.dump({"data": flat[part], "labels": [labels[j] for j in part]}, handle)
-    with open(folder / "test_batch", "wb") as handle:
-        pickle.dump({"data": flat, "labels": list(labels)}, handle)
+    return write_toy_mnist(tmp_path_factory.mktemp("toy_data"))
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +35,13 @@ def fresh_plugins(monkeypatch, tmp_path):
     torch.manual_seed(0)
     yield
     reset_manager()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say what was skipped and why, one line per reason, without needing ``-rs``."""
+    reasons = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"skipped {count}: {reason}")

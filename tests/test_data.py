@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED_DATA, need, write_cifar_batches
+from helpers import SHARED_DATA, need, write_cifar_batches
 from rsbench.data import iterate_batches, random_crop_flip
 from rsbench.errors import RsbenchError
 from rsbench.plugins import get_dataset

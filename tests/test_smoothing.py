@@ -11,6 +11,7 @@ from torch import nn
 
 from rsbench import SmoothedClassifier
 from rsbench.smoothing import lower_confidence_bound, max_certified_radius
+from rsbench.specs import CertificationRequest
 
 
 class Linear2(nn.Module):
@@ -39,7 +40,7 @@ def point_at_distance(w, b, distance):
 def test_lower_bound_is_one_sided_clopper_pearson():
     assert lower_confidence_bound(90, 100, 0.001) == pytest.approx(beta.ppf(0.001, 90, 11))
     assert lower_confidence_bound(100, 100, 0.001) == pytest.approx(0.001 ** (1 / 100))
-    assert max_certified_radius(0.5, 100_000, 0.001) == pytest.approx(0.5 * norm.ppf(0.001 ** 1e-5))
+    assert max_certified_radius(0.5, 100_000, 0.001) == pytest.approx(0.5 * norm.ppf(0.001**1e-5))
 
 
 def test_certified_radius_never_exceeds_the_true_radius_beyond_alpha():
@@ -113,7 +114,7 @@ def test_invalid_arguments():
         SmoothedClassifier(Linear2(*problem()), 2, 0.0)
 
 
-def test_certify_many_shares_passes_and_keeps_each_inputs_certificate():
+def test_certify_batch_shares_passes_and_keeps_each_inputs_certificate():
     w, b = problem(seed=8)
     g = SmoothedClassifier(Linear2(w, b), 2, 0.5)
     xs = torch.stack([point_at_distance(w, b, d) for d in (-0.4, 0.0, 0.3, 0.8)])
@@ -121,9 +122,37 @@ def test_certify_many_shares_passes_and_keeps_each_inputs_certificate():
     def generators():
         return [torch.Generator().manual_seed(100 + i) for i in range(len(xs))]
 
-    together = g.certify_many(xs, 50, 2000, 0.001, 4 * 250, generators())
-    alone = [g.certify_detailed(x, 50, 2000, 0.001, 250, gen) for x, gen in zip(xs, generators(), strict=True)]
+    together = g.certify_batch(xs, CertificationRequest(50, 2000, 0.001, 4 * 250), generators())
+    alone = [
+        g.certify_batch(x[None], CertificationRequest(50, 2000, 0.001, 250), [gen])[0]
+        for x, gen in zip(xs, generators(), strict=True)
+    ]
     assert together == alone  # same per-input noise streams, same chunks: identical certificates
     assert together[1].prediction == -1 and together[3].prediction == 1 and together[0].prediction == 0
     counts = g.sample_counts_many(xs, 1001, 300)
     assert counts.shape == (4, 2) and counts.sum(1).tolist() == [1001] * 4
+
+
+def test_noise_drawn_in_place_is_the_stream_torch_randn_gives():
+    """The reused buffer keeps each input's stream: counts equal those of a loop written with torch.randn
+    per chunk (Cohen's way), for any forward-pass size."""
+    w, b = problem(seed=9)
+    model, sigma = Linear2(w, b), 0.5
+    xs = torch.stack([point_at_distance(w, b, d) for d in (0.0, 0.1, -0.2)])
+    expected = torch.zeros(3, 2, dtype=torch.long)
+    for k, x in enumerate(xs):
+        generator = torch.Generator().manual_seed(40 + k)
+        for size in (100, 100, 100, 33):  # 300 // 3 = 100 draws of each input per chunk, 333 in all
+            noise = torch.randn((size, *x.shape), generator=generator)
+            expected[k] += torch.bincount(model(x + noise * sigma).argmax(1), minlength=2)
+    for forward_batch in (None, 7, 1000):
+        g = SmoothedClassifier(model, 2, sigma, forward_batch=forward_batch)
+        counts = g.sample_counts_many(xs, 333, 300, [torch.Generator().manual_seed(40 + k) for k in range(3)])
+        assert torch.equal(counts, expected)
+
+
+def test_speed_options_are_validated():
+    model = Linear2(*problem())
+    for kwargs in ({"precision": "int8"}, {"forward_batch": 0}):
+        with pytest.raises(ValueError):
+            SmoothedClassifier(model, 2, 0.5, **kwargs)

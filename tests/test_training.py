@@ -4,9 +4,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 from rsbench.cli import app
+from rsbench.config import TrainConfig
 from rsbench.nets import NormalizeLayer
 from rsbench.specs import Normalization
-from rsbench.training import TrainConfig, learning_rate, train
+from rsbench.training import learning_rate, train
 from rsbench_plugins.lenet import LeNet
 
 runner = CliRunner()
@@ -16,17 +17,27 @@ def test_paper_schedules_are_dataset_defaults():
     from rsbench.plugins import get_dataset
 
     mnist, cifar, imagenet = (get_dataset(n).schedule for n in ("mnist", "cifar10", "imagenet"))
-    assert (mnist.lr, mnist.epochs, mnist.milestones, mnist.batch_size) == (0.01, 90, (30, 60), 256)
-    assert (cifar.lr, cifar.epochs, cifar.milestones) == (0.1, 150, (50, 100))
-    assert (imagenet.lr, imagenet.epochs, imagenet.milestones) == (0.1, 90, (30, 60))
-    assert learning_rate(mnist, 29) == pytest.approx(0.01)
-    assert learning_rate(mnist, 30) == pytest.approx(0.001)
-    assert learning_rate(mnist, 60) == pytest.approx(0.0001)
+    assert (mnist.lr, mnist.epochs, mnist.milestones, mnist.batch_size) == (0.01, 90, (31, 61), 256)
+    assert (cifar.lr, cifar.epochs, cifar.milestones) == (0.1, 150, (51, 101))
+    assert (imagenet.lr, imagenet.epochs, imagenet.milestones) == (0.1, 90, (31, 61))
+    assert learning_rate(mnist, 30) == pytest.approx(0.01)
+    assert learning_rate(mnist, 31) == pytest.approx(0.001)
+    assert learning_rate(mnist, 61) == pytest.approx(0.0001)
 
 
 def toy_config(root, out, **overrides):
-    settings = dict(dataset="mnist", arch="lenet", method="gaussian", sigma=0.25, out=str(out), epochs=2,
-                    batch_size=128, lr=0.05, data_dir=str(root), seed=3)
+    settings = dict(
+        dataset="mnist",
+        arch="lenet",
+        method="gaussian",
+        sigma=0.25,
+        out=str(out),
+        epochs=2,
+        batch_size=128,
+        lr=0.05,
+        data_dir=str(root),
+        seed=3,
+    )
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -77,6 +88,37 @@ def test_checkpoint_is_official_format_and_resume_gives_the_same_result(toy_mnis
     assert again.test_accuracy == straight.test_accuracy
 
 
+def test_a_long_epoch_resumes_within_the_epoch_exactly(toy_mnist_root, tmp_path, monkeypatch):
+    """Checkpoints every 20 steps (checkpoint_every=0): killed at step 50 of 64 in epoch 1, the resumed run
+    starts at step 40, not at the epoch's start, and ends with the uninterrupted run's weights."""
+    settings = dict(batch_size=16, epochs=2)
+    straight = train(toy_config(toy_mnist_root, tmp_path / "a", checkpoint_every=1e9, **settings), show_progress=False)
+    steps = []
+    real_step = torch.optim.SGD.step
+
+    def dies_at_step_50(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 50:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", dies_at_step_50)
+    with pytest.raises(KeyboardInterrupt):
+        train(toy_config(toy_mnist_root, tmp_path / "b", checkpoint_every=0, **settings), show_progress=False)
+    monkeypatch.setattr(torch.optim.SGD, "step", real_step)
+    saved = torch.load(tmp_path / "b" / "checkpoint.pth.tar", weights_only=True)
+    assert saved["epoch"] == 0 and saved["rsbench"]["partial_epoch"]["step"] == 40
+    counted = []
+    monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: (counted.append(1), real_step(self, *a, **k)))
+    resumed = train(
+        toy_config(toy_mnist_root, tmp_path / "b", checkpoint_every=0, **settings), resume=True, show_progress=False
+    )
+    assert len(counted) == 2 * 64 - 40  # the 40 steps before the checkpoint are not taken again
+    a, b = (torch.load(r.checkpoint, weights_only=True) for r in (straight, resumed))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert b["rsbench"]["partial_epoch"] is None and resumed.test_accuracy == straight.test_accuracy
+
+
 def test_train_limit_trains_on_a_prefix(toy_mnist_root, tmp_path):
     result = train(toy_config(toy_mnist_root, tmp_path / "r", epochs=1, train_limit=100), show_progress=False)
     assert result.meta["train_limit"] == 100
@@ -88,8 +130,22 @@ def cli(*args):
 
 def test_cli_train_prints_checkpoint_and_records_run(toy_mnist_root, tmp_path):
     out = tmp_path / "cli"
-    result = cli("train", "--dataset", "mnist", "--method", "gaussian", "--sigma", "0.5", "--epochs", "1",
-                 "--data-dir", str(toy_mnist_root), "--out", str(out), "--no-progress")
+    result = cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--method",
+        "gaussian",
+        "--sigma",
+        "0.5",
+        "--epochs",
+        "1",
+        "--data-dir",
+        str(toy_mnist_root),
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out / "checkpoint.pth.tar")
     from rsbench.store import open_store
@@ -101,20 +157,38 @@ def test_cli_train_prints_checkpoint_and_records_run(toy_mnist_root, tmp_path):
 
 
 def test_preset_sets_method_dataset_sigma_and_params(toy_mnist_root, tmp_path):
-    result = cli("train", "--preset", "mnist-consistency-0.50", "--epochs", "1", "--train-limit", "256",
-                 "--data-dir", str(toy_mnist_root), "--out", str(tmp_path / "p"), "--no-progress")
+    result = cli(
+        "train",
+        "--preset",
+        "mnist-consistency-0.50",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "256",
+        "--data-dir",
+        str(toy_mnist_root),
+        "--out",
+        str(tmp_path / "p"),
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     meta = torch.load(tmp_path / "p" / "checkpoint.pth.tar", weights_only=True)["rsbench"]
     assert (meta["method"], meta["sigma"], meta["params"]["lam"], meta["preset"]) == (
-        "consistency", 0.5, 5.0, "mnist-consistency-0.50")
+        "consistency",
+        0.5,
+        5.0,
+        "mnist-consistency-0.50",
+    )
     unknown = cli("train", "--preset", "mnist-consistency-0.5")
     assert unknown.exit_code == 2 and "mnist-consistency-0.50" in unknown.stderr
 
 
 def test_yaml_config(toy_mnist_root, tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(f"dataset: mnist\nmethod: consistency\nsigma: 0.25\nepochs: 1\ntrain_limit: 256\n"
-                      f"data_dir: {toy_mnist_root}\nout: {tmp_path / 'y'}\nparams:\n  lam: 3\n  m: 4\n")
+    config.write_text(
+        f"dataset: mnist\nmethod: consistency\nsigma: 0.25\nepochs: 1\ntrain_limit: 256\n"
+        f"data_dir: {toy_mnist_root}\nout: {tmp_path / 'y'}\nparams:\n  lam: 3\n  m: 4\n"
+    )
     result = cli("train", "--config", str(config), "--lam", "2", "--no-progress")
     assert result.exit_code == 0, result.output
     meta = torch.load(tmp_path / "y" / "checkpoint.pth.tar", weights_only=True)["rsbench"]
@@ -126,8 +200,10 @@ def test_yaml_config(toy_mnist_root, tmp_path):
 
 def test_config_file_and_flags_override(toy_mnist_root, tmp_path):
     config = tmp_path / "run.toml"
-    config.write_text(f'dataset = "mnist"\nsigma = 0.25\nepochs = 1\ndata_dir = "{toy_mnist_root}"\n'
-                      f'out = "{tmp_path / "cfg"}"\n[params]\n')
+    config.write_text(
+        f'dataset = "mnist"\nsigma = 0.25\nepochs = 1\ndata_dir = "{toy_mnist_root}"\n'
+        f'out = "{tmp_path / "cfg"}"\n[params]\n'
+    )
     result = cli("train", "--config", str(config), "--sigma", "0.5", "--no-progress")
     assert result.exit_code == 0, result.output
     meta = torch.load(tmp_path / "cfg" / "checkpoint.pth.tar", weights_only=True)["rsbench"]
@@ -160,14 +236,34 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(toy_mnist_root, tmp_pat
 
 
 def test_missing_data_directory(tmp_path):
-    result = cli("train", "--dataset", "mnist", "--sigma", "0.5", "--data-dir", str(tmp_path / "nowhere"),
-                 "--out", str(tmp_path / "o"))
+    result = cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--sigma",
+        "0.5",
+        "--data-dir",
+        str(tmp_path / "nowhere"),
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 2 and "MNIST file" in result.stderr and "RSBENCH_DATA" in result.stderr
 
 
 def test_architecture_that_does_not_fit(toy_mnist_root, tmp_path):
-    result = cli("train", "--dataset", "mnist", "--arch", "resnet50", "--sigma", "0.5",
-                 "--data-dir", str(toy_mnist_root), "--out", str(tmp_path / "o2"))
+    result = cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--arch",
+        "resnet50",
+        "--sigma",
+        "0.5",
+        "--data-dir",
+        str(toy_mnist_root),
+        "--out",
+        str(tmp_path / "o2"),
+    )
     assert result.exit_code == 2 and "does not fit dataset 'mnist'" in result.stderr
 
 
@@ -176,8 +272,18 @@ def test_resume_from_corrupt_checkpoint(toy_mnist_root, tmp_path, content):
     out = tmp_path / "o"
     out.mkdir()
     (out / "checkpoint.pth.tar").write_bytes(content)
-    result = cli("train", "--dataset", "mnist", "--sigma", "0.5", "--data-dir", str(toy_mnist_root),
-                 "--out", str(out), "--resume")
+    result = cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--sigma",
+        "0.5",
+        "--data-dir",
+        str(toy_mnist_root),
+        "--out",
+        str(out),
+        "--resume",
+    )
     assert result.exit_code == 2 and "not a readable torch checkpoint" in result.stderr
     assert (out / "checkpoint.pth.tar").read_bytes() == content
 
@@ -191,10 +297,30 @@ def test_resume_refuses_foreign_or_code_carrying_checkpoints(toy_mnist_root, tmp
     out = tmp_path / "o"
     out.mkdir()
     torch.save({"arch": "lenet", "state_dict": {}, "payload": Evil()}, out / "checkpoint.pth.tar")
-    result = cli("train", "--dataset", "mnist", "--sigma", "0.5", "--data-dir", str(toy_mnist_root),
-                 "--out", str(out), "--resume")
+    result = cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--sigma",
+        "0.5",
+        "--data-dir",
+        str(toy_mnist_root),
+        "--out",
+        str(out),
+        "--resume",
+    )
     assert result.exit_code == 2 and "not a plain-data checkpoint" in result.stderr
     torch.save({"epoch": 1, "arch": "lenet", "state_dict": {}}, out / "checkpoint.pth.tar")
-    result = cli("train", "--dataset", "mnist", "--sigma", "0.5", "--data-dir", str(toy_mnist_root),
-                 "--out", str(out), "--resume")
+    result = cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--sigma",
+        "0.5",
+        "--data-dir",
+        str(toy_mnist_root),
+        "--out",
+        str(out),
+        "--resume",
+    )
     assert result.exit_code == 2 and "not written by rsbench train" in result.stderr

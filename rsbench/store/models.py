@@ -2,25 +2,65 @@
 
 Bump :data:`SCHEMA_VERSION` with any change to these models; a store written by another version is
 refused with a clear message rather than read wrongly.
+
+What is written is storable on every backend: JSON and float columns hold NaN and ±inf as NULL (SQLite
+does so anyway; PostgreSQL's JSON refuses them), and strings in JSON columns (provenance, command lines,
+configs) are stored with URL passwords hidden.
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, TypeDecorator, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+from rsbench.errors import redact
+
+SCHEMA_VERSION = 3  # 3: unique protocol_key, 64-bit seeds, nullable test accuracy, NaN/inf stored as NULL
 
 
 def utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def storable(value: Any) -> Any:
+    """``value`` (JSON-like) with non-finite floats as None and passwords in strings hidden."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
+
+
+class StoredJSON(TypeDecorator):
+    """JSON written through :func:`storable`."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return storable(value)
+
+
+class Real(TypeDecorator):
+    """A float column; NaN and ±inf are stored as NULL on every backend."""
+
+    impl = Float
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return None if value is None or not math.isfinite(value) else float(value)
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON}
+    type_annotation_map = {dict[str, Any]: StoredJSON}
 
 
 class Meta(Base):
@@ -43,11 +83,11 @@ class TrainingRun(Base):
     arch: Mapped[str] = mapped_column(String(128))
     method: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]]
-    sigma: Mapped[float] = mapped_column(Float)
-    seed: Mapped[int] = mapped_column(Integer)
+    sigma: Mapped[float] = mapped_column(Real)
+    seed: Mapped[int] = mapped_column(BigInteger)
     epochs: Mapped[int] = mapped_column(Integer)
-    test_accuracy: Mapped[float] = mapped_column(Float)
-    images_per_second: Mapped[float] = mapped_column(Float)
+    test_accuracy: Mapped[float | None] = mapped_column(Real)  # None: no epoch was left to evaluate
+    images_per_second: Mapped[float | None] = mapped_column(Real)
     config: Mapped[dict[str, Any]]
     provenance: Mapped[dict[str, Any]]
 
@@ -55,8 +95,9 @@ class TrainingRun(Base):
 class CertificationRun(Base):
     """One certification (or prediction) of a smoothed classifier on a set of test indices.
 
-    ``protocol_key`` identifies the run for resumption: the same checkpoint, σ, N0, N, α, split, indices
-    and noise seed. ``origin`` is ``rsbench`` for runs made here and ``imported`` for Cohen-format logs.
+    ``protocol_key`` is the run's identity: its checkpoint and certification protocol (certifier and its
+    parameters, σ, N0, N, α, split, noise seed), not the indices it covers: every selection of one protocol
+    adds rows to one run. ``origin`` is ``rsbench`` for runs made here and ``imported`` for Cohen-format logs.
     """
 
     __tablename__ = "certification_runs"
@@ -65,22 +106,23 @@ class CertificationRun(Base):
     kind: Mapped[str] = mapped_column(String(16))  # certify | predict
     origin: Mapped[str] = mapped_column(String(16))  # rsbench | imported
     status: Mapped[str] = mapped_column(String(16))  # running | complete
-    protocol_key: Mapped[str] = mapped_column(String(64), index=True)
+    protocol_key: Mapped[str] = mapped_column(String(64), unique=True)  # one run per protocol, enforced here
     dataset: Mapped[str] = mapped_column(String(64), index=True)
     split: Mapped[str] = mapped_column(String(16))
     method: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any]]
     arch: Mapped[str | None] = mapped_column(String(128))
-    sigma: Mapped[float] = mapped_column(Float)
-    train_sigma: Mapped[float | None] = mapped_column(Float)
-    seed: Mapped[int | None] = mapped_column(Integer)  # training seed: runs differing only here aggregate
-    noise_seed: Mapped[int | None] = mapped_column(Integer)
+    sigma: Mapped[float] = mapped_column(Real)
+    train_sigma: Mapped[float | None] = mapped_column(Real)
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # training seed: runs differing only here aggregate
+    noise_seed: Mapped[int | None] = mapped_column(BigInteger)
     certifier: Mapped[str] = mapped_column(String(64))
+    certifier_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     n0: Mapped[int | None] = mapped_column(Integer)
     n: Mapped[int] = mapped_column(Integer)
-    alpha: Mapped[float] = mapped_column(Float)
+    alpha: Mapped[float] = mapped_column(Real)
     batch_size: Mapped[int | None] = mapped_column(Integer)
-    indices: Mapped[dict[str, Any]]  # {"skip": K, "limit": N} or {"list": [...]}
+    indices: Mapped[dict[str, Any]]  # {"selections": [{"skip": K, "limit": N} | {"list": [...]}], "planned": [...]}
     num_planned: Mapped[int] = mapped_column(Integer)
     budget: Mapped[str | None] = mapped_column(String(32))  # e.g. "quick" for a scaled-down reproduction
     experiment: Mapped[str | None] = mapped_column(String(128))
@@ -93,7 +135,10 @@ class CertificationRun(Base):
 
 class Result(Base):
     """One certified (or predicted) example: ``predict`` = -1 is an abstention; ``radius`` is full
-    precision (ℓ2, [0,1] pixel units); ``n_a`` the count of the selected class among ``n`` draws."""
+    precision (ℓ2, [0,1] pixel units) and ``radius_kind`` says what it means (``exact``: CERTIFY's radius;
+    ``grid``: the largest requested radius certified, a lower bound on CERTIFY's); ``n_a`` the count of
+    the selected class among ``n`` estimation draws; ``draws`` every noise draw spent (selection included;
+    NULL where unknown, e.g. imported logs)."""
 
     __tablename__ = "results"
     __table_args__ = (UniqueConstraint("run_id", "idx"),)
@@ -102,11 +147,13 @@ class Result(Base):
     idx: Mapped[int] = mapped_column(Integer)
     label: Mapped[int] = mapped_column(Integer)
     predict: Mapped[int] = mapped_column(Integer)
-    radius: Mapped[float] = mapped_column(Float)
+    radius: Mapped[float] = mapped_column(Real)
+    radius_kind: Mapped[str | None] = mapped_column(String(8))
     correct: Mapped[int] = mapped_column(Integer)
     n_a: Mapped[int | None] = mapped_column(Integer)
     n: Mapped[int | None] = mapped_column(Integer)
     n0: Mapped[int | None] = mapped_column(Integer)
-    alpha: Mapped[float | None] = mapped_column(Float)
-    seconds: Mapped[float] = mapped_column(Float)
+    alpha: Mapped[float | None] = mapped_column(Real)
+    draws: Mapped[int | None] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Real)
     run: Mapped[CertificationRun] = relationship(back_populates="results")

@@ -1,0 +1,158 @@
+"""The adaptive grid certifier against classifiers whose smoothed probability is known in closed form."""
+
+import math
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+from test_smoothing import Linear2, point_at_distance, problem
+from typer.testing import CliRunner
+
+from rsbench.cli import app
+from rsbench.specs import CertificationRequest
+from rsbench.training import TrainConfig, train
+from rsbench_plugins.adaptive import BET_WEIGHTS, AdaptiveParams, AdaptiveSmoothedClassifier, log_wealth
+
+GRID = tuple(0.25 * i for i in range(11))  # 0, 0.25, …, 2.5
+
+
+def certifier(sigma, seed=8, **params):
+    w, b = problem(seed=seed)
+    return AdaptiveSmoothedClassifier(Linear2(w, b), 2, sigma, AdaptiveParams(**params)), w, b
+
+
+def generators(count, offset=0):
+    return [torch.Generator().manual_seed(offset + i) for i in range(count)]
+
+
+def test_betting_test_rejects_a_true_null_at_most_alpha_of_the_time():
+    """Ville: under p = t, sup_n W(n) ≥ 1/a with probability ≤ a, however often one looks."""
+    rng = np.random.default_rng(0)
+    t, a, paths, length = 0.9, 0.1, 1000, 3000
+    looks = np.unique(np.geomspace(10, length, 20).astype(int))
+    successes = np.cumsum(rng.random((paths, length)) < t, axis=1)[:, looks - 1]
+    crossed = sum(
+        any(log_wealth(k, n, 1 - t) >= math.log(1 / a) for k, n in zip(row, looks, strict=True)) for row in successes
+    )
+    assert crossed <= a * paths + 3 * math.sqrt(a * (1 - a) * paths)
+
+
+def test_agreeing_draws_reject_after_the_analytic_number():
+    """All n draws agree: W(n) lies between w_1·(1/t)^n (the all-in bet alone) and (1/t)^n (every bet's
+    most), so H: p ≤ t is rejected at level a from log(1/(w_1 a))/log(1/t) draws, never before log(1/a)/log(1/t)."""
+    t, a = norm.cdf(2.5), 0.0005
+    enough = math.ceil(math.log(1 / (BET_WEIGHTS[0] * a)) / math.log(1 / t))
+    too_few = math.floor(math.log(1 / a) / math.log(1 / t))
+    assert log_wealth(enough, enough, 1 - t) >= math.log(1 / a)
+    assert log_wealth(too_few, too_few, 1 - t) < math.log(1 / a)
+    assert log_wealth(enough - 1, enough, 1 - t) < math.log(1 / a)  # one failure kills the all-in bet
+
+
+@pytest.mark.parametrize("sigma, grid_radius, n", [(0.5, 0.5, 3000), (1.0, 0.25, 2000)])
+def test_certifies_an_unsupported_radius_at_most_alpha_of_the_time(sigma, grid_radius, n):
+    """The worst case: p_A at a grid threshold, Φ(r_j/σ) (minus 1e-6 of the radius), so certifying r_j is
+    a violation of the truth. Over many repetitions the violation rate stays at or below α."""
+    alpha, trials = 0.1, 400
+    g, w, b = certifier(sigma)
+    true_radius = grid_radius * (1 - 1e-6)  # P[f(x+δ)=1] = Φ(true_radius/σ), just below the threshold
+    xs = point_at_distance(w, b, true_radius).expand(trials, 1, 4, 4)
+    request = CertificationRequest(20, n, alpha, 20 * trials, GRID)
+    certificates = g.certify_batch(xs, request, generators(trials))
+    violations = sum(c.prediction == 1 and c.radius >= grid_radius for c in certificates)
+    assert violations <= alpha * trials + 3 * math.sqrt(alpha * (1 - alpha) * trials)
+    below = sum(c.prediction == 1 and c.radius == grid_radius - 0.25 for c in certificates)
+    assert below > trials / 2  # and it does certify the supported radius below most of the time
+
+
+def test_stops_early_on_clear_inputs_and_spends_the_budget_only_near_a_threshold():
+    g, w, b = certifier(1.0)
+    request = CertificationRequest(100, 100_000, 0.001, 1000, GRID)
+    far, between, boundary = (point_at_distance(w, b, d) for d in (5.0, 1.1, 0.0))
+    far_c, between_c, boundary_c = g.certify_batch(torch.stack([far, between, boundary]), request, generators(3))
+    assert (far_c.prediction, far_c.radius, far_c.radius_kind) == (1, 2.5, "grid")
+    # every draw agrees: the all-in bet rejects p ≤ Φ(2.5) after log(1/(¾·0.4α))/log(1/Φ(2.5)) ≈ 1,302 draws
+    assert far_c.draws < 100 + 2 * 1302
+    assert (between_c.prediction, between_c.radius) == (1, 1.0)  # true radius 1.1: the grid's 1.0 below it
+    assert between_c.draws < 100 + 100_000 / 2
+    assert boundary_c.prediction == -1 and boundary_c.radius == 0.0 and boundary_c.draws <= 100 + 100_000
+
+
+def test_radius_zero_when_only_the_prediction_is_certified():
+    g, w, b = certifier(0.5)
+    x = point_at_distance(w, b, 0.15)  # true radius 0.15 < 0.25: only p_A > ½
+    certificate = g.certify_batch(x[None], CertificationRequest(100, 20_000, 0.001, 1000, (0.25, 0.5)), generators(1))[
+        0
+    ]
+    assert (certificate.prediction, certificate.radius, certificate.radius_kind) == (1, 0.0, "grid")
+    assert certificate.p_a_lower >= 0.5  # the claim: p_A > ½
+
+
+def test_shared_passes_keep_each_inputs_certificate():
+    g, w, b = certifier(0.5)
+    xs = torch.stack([point_at_distance(w, b, d) for d in (-0.4, 0.0, 0.3, 0.8)])
+    request = CertificationRequest(50, 5000, 0.001, 400, GRID)
+    together = g.certify_batch(xs, request, generators(4))
+    alone = [
+        g.certify_batch(x[None], CertificationRequest(50, 5000, 0.001, 100, GRID), [gen])[0]
+        for x, gen in zip(xs, generators(4), strict=True)
+    ]
+    assert together == alone  # 400 // 4 = 100 selection draws per pass, rounds depend on own counts only
+
+
+def test_needs_radii():
+    g, w, b = certifier(0.5)
+    with pytest.raises(Exception, match="grid of radii"):
+        g.certify_batch(torch.zeros(1, 1, 4, 4), CertificationRequest(10, 100, 0.01, 10), generators(1))
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(toy_mnist_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    config = TrainConfig(
+        dataset="mnist",
+        arch="lenet",
+        method="gaussian",
+        sigma=0.25,
+        out=str(out),
+        epochs=1,
+        lr=0.05,
+        batch_size=128,
+        data_dir=str(toy_mnist_root),
+    )
+    return train(config, show_progress=False).checkpoint
+
+
+def test_cli_certify_with_the_adaptive_certifier_records_draws_and_grid_radii(toy_checkpoint, toy_mnist_root, tmp_path):
+    db = tmp_path / "a.db"
+    result = CliRunner().invoke(
+        app,
+        [
+            "certify",
+            str(toy_checkpoint),
+            "--certifier",
+            "adaptive",
+            "--radii",
+            "0:1:0.25",
+            "--n",
+            "3000",
+            "--n0",
+            "50",
+            "--limit",
+            "8",
+            "--data-dir",
+            str(toy_mnist_root),
+            "--db",
+            str(db),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("select predict, radius, radius_kind, draws from results").fetchall()
+    assert len(rows) == 8
+    assert all(
+        kind == "grid" and radius in (0.0, 0.25, 0.5, 0.75, 1.0) and 50 < draws <= 3050
+        for _, radius, kind, draws in rows
+    )

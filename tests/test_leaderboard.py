@@ -1,0 +1,275 @@
+"""Leaderboard aggregation and rendering on a small hand-made store whose numbers are worked out here."""
+
+import io
+import json
+import math
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from rsbench.cli import app
+from rsbench.figures import figure, plot
+from rsbench.leaderboard import build, parse_radii
+from rsbench.render import render, rich_table
+from rsbench.store import open_store
+
+runner = CliRunner()
+RADII = (0.0, 0.5, 0.7, 0.8)
+# σ = 0.5, N = 100, α = 0.001: the largest certifiable radius is 0.5·Φ⁻¹(0.001^(1/100)) = 0.5·Φ⁻¹(0.93325)
+# = 0.5 · 1.5005 = 0.7502, so r = 0.8 can never be certified and shows "–".
+PROTOCOL = {"n0": 10, "n": 100, "alpha": 0.001}
+
+
+def make_rows(labels, predicts, radii, draws, kind="exact"):
+    return pd.DataFrame(
+        {
+            "idx": range(len(labels)),
+            "label": labels,
+            "predict": predicts,
+            "radius": radii,
+            "radius_kind": kind,
+            "correct": [int(p == y) for p, y in zip(predicts, labels, strict=True)],
+            "n_a": None,
+            "n": PROTOCOL["n"],
+            "n0": PROTOCOL["n0"],
+            "alpha": PROTOCOL["alpha"],
+            "draws": draws,
+            "seconds": 0.5,
+        }
+    )
+
+
+def add_run(store, rows, method, params, seed, certifier="cohen", origin="rsbench", key=None):
+    return store.add_complete_run(
+        rows,
+        kind="certify",
+        origin=origin,
+        protocol_key=key or f"{method}-{seed}-{certifier}",
+        dataset="mnist",
+        split="test",
+        method=method,
+        params=params,
+        arch="lenet",
+        sigma=0.5,
+        train_sigma=0.5,
+        seed=seed,
+        noise_seed=0,
+        certifier=certifier,
+        certifier_params={},
+        batch_size=100,
+        indices={"selections": [{"skip": 1, "limit": len(rows)}], "planned": list(range(len(rows)))},
+        num_planned=len(rows),
+        budget="full",
+        experiment=None,
+        checkpoint_path=None,
+        checkpoint_sha256=f"sha-{method}-{seed}",
+        training_run_id=None,
+        provenance={"versions": {"rsbench": "0.1.0"}, "git_commit": "abc123", "device": "cpu", "command": "test"},
+        **PROTOCOL,
+    )
+
+
+def make_store(path):
+    """gaussian (seeds 0 and 1): ACR 0.7/4 = 0.175 and 1.1/4 = 0.275 (mean 0.225, std 0.1/√2 = 0.0707);
+    consistency (seed 0, grid certifier): ACR 1.7/4 = 0.425, a lower bound; draws per image 82.5."""
+    store = open_store(str(path))
+    add_run(store, make_rows([1, 2, 3, 4], [1, 2, -1, 5], [0.1, 0.6, 0.0, 0.3], [110] * 4), "gaussian", {}, 0)
+    add_run(store, make_rows([1, 2, 3, 4], [1, 2, 3, -1], [0.2, 0.4, 0.5, 0.0], [110] * 4), "gaussian", {}, 1)
+    add_run(
+        store,
+        make_rows([1, 2, 3, 4], [1, 2, 3, 4], [0.7, 0.7, 0.2, 0.1], [50, 60, 110, 110], "grid"),
+        "consistency",
+        {"lam": 5.0},
+        0,
+        certifier="grid",
+    )
+    return store
+
+
+@pytest.fixture
+def store(tmp_path):
+    return make_store(tmp_path / "s.db")
+
+
+def rows_by_method(board):
+    return {row["method"]: row for row in board["rows"]}
+
+
+def test_aggregation_matches_hand_computed_numbers(store):
+    board = json.loads(render(build(store, "mnist", RADII), "json"))
+    rows = rows_by_method(board)
+    gaussian, consistency = rows["gaussian"], rows["consistency"]
+    assert gaussian["seeds"] == [0, 1] and len(board["rows"]) == 2
+    assert gaussian["acr"]["mean"] == pytest.approx(0.225)
+    assert gaussian["acr"]["std"] == pytest.approx(0.1 / math.sqrt(2))
+    assert gaussian["certified_accuracy"]["0.50"] == pytest.approx({"mean": 0.25, "std": 0.0})
+    assert gaussian["clean_accuracy"] == pytest.approx((0.5 + 0.75) / 2)
+    assert gaussian["abstain_rate"] == pytest.approx(0.25)
+    assert gaussian["acr_kind"] == "exact" and gaussian["draws_per_image"] == 110
+    assert consistency["acr"] == {"mean": pytest.approx(0.425), "std": None}
+    assert consistency["acr_kind"] == "lower_bound" and consistency["certifier"] == "grid"
+    assert consistency["draws_per_image"] == pytest.approx(82.5)
+    assert consistency["certifiable_radius"] == pytest.approx(0.7502, abs=1e-3)
+    assert {"dataset", "radii", "rows"} <= set(board) and gaussian["source"] == "reproduced"
+
+
+def test_markdown_caption_dashes_and_lower_bound(store):
+    text = render(build(store, "mnist", RADII), "markdown")
+    caption, _, header, _, *lines = text.splitlines()
+    assert "N 100" in caption and "N0 10" in caption and "α 0.001" in caption and "examples 4" in caption
+    assert header.split("|")[1:-1] == [
+        " σ ",
+        " method ",
+        " params ",
+        " arch ",
+        " origin ",
+        " ACR ",
+        " 0.00 ",
+        " 0.50 ",
+        " 0.70 ",
+        " 0.80 ",
+        " certifier ",
+        " seeds ",
+        " draws/image ",
+    ]
+    consistency = next(line for line in lines if "consistency" in line).split(" | ")
+    gaussian = next(line for line in lines if "gaussian" in line).split(" | ")
+    assert consistency[5] == "≥ 0.4250" and consistency[9] == "–" and gaussian[9] == "–"
+    assert gaussian[5] == "0.2250 ± 0.0707" and gaussian[7] == "25.0 ± 0.0"
+    assert gaussian[8] == "0.0 ± 0.0"  # r = 0.7 is certifiable under this protocol: a true 0, not "–"
+    # the two rows differ in certifier and ACR kind: different protocols, never ranked, so nothing bold
+    assert "**" not in text and "not ranked against each other" in caption
+
+
+def test_bold_marks_a_unique_best_only(tmp_path):
+    store = open_store(str(tmp_path / "b.db"))
+    add_run(store, make_rows([1, 2], [1, 2], [0.6, 0.2], [110] * 2), "gaussian", {}, 0)
+    add_run(store, make_rows([1, 2], [1, 2], [0.6, 0.1], [110] * 2), "stability", {}, 0)
+    text = render(build(store, "mnist", (0.0, 0.5)), "markdown", ["method", "acr", "0.00", "0.50"])
+    lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    # ACR (0.6 + 0.2)/2 = 0.4 against (0.6 + 0.1)/2 = 0.35; 100.0 and 50.0 tie: not bold
+    assert lines["gaussian"] == "| gaussian | **0.4000** | 100.0 | 50.0 |"
+    assert lines["stability"] == "| stability | 0.3500 | 100.0 | 50.0 |"
+
+
+def test_csv_and_json_hold_numbers(store):
+    board = build(store, "mnist", RADII)
+    frame = pd.read_csv(io.StringIO(render(board, "csv")))
+    assert "±" not in render(board, "csv")
+    gaussian = frame[frame.method == "gaussian"].iloc[0]
+    assert gaussian.acr_mean == pytest.approx(0.225) and gaussian.n == 100 and gaussian.num_examples == 4
+    assert gaussian["ca_0.50_mean"] == pytest.approx(0.25) and gaussian.num_seeds == 2
+    board["rows"][0]["clean_accuracy"] = float("nan")
+    board["rows"][0]["sigma"] = float("inf")
+    parsed = json.loads(render(board, "json"), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
+    assert parsed["rows"][0]["clean_accuracy"] is None and parsed["rows"][0]["sigma"] is None
+
+
+def test_latex_uses_booktabs_and_compiles_where_latex_is_installed(store, tmp_path):
+    text = render(build(store, "mnist", RADII), "latex")
+    assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text and "\\caption{" in text
+    assert "$\\geq$ 0.4250" in text and "0.2250 $\\pm$ 0.0707" in text and " -- " in text
+    if shutil.which("pdflatex") is None:
+        return
+    document = tmp_path / "t.tex"
+    document.write_text(
+        "\\documentclass{article}\\usepackage[utf8]{inputenc}\\usepackage{booktabs}"
+        "\\begin{document}" + text + "\\end{document}\n"
+    )
+    result = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", document.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_terminal_table_fits_100_columns_and_wide_shows_everything(store):
+    board = build(store, "mnist", parse_radii(None))
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(rich_table(board))
+    compact = console.export_text()
+    assert max(len(line) for line in compact.splitlines()) <= 100
+    gaussian = next(line for line in compact.splitlines() if "gaussian" in line)
+    assert re.search(r"gaussian .*0\.225 ", gaussian) and "±" not in gaussian
+    assert " 2.50" in compact and " 2.25" in compact  # all 11 radii on 100 columns
+    narrow = Console(width=80, record=True, file=io.StringIO())
+    narrow.print(rich_table(board, width=80))
+    text = narrow.export_text()  # room for 7 radius columns: every second radius of the 11
+    assert "gaussian" in text and " 2.50" in text and " 2.25" not in text and " 0.25" not in text
+    wide = Console(width=250, record=True, file=io.StringIO())
+    wide.print(rich_table(board, wide=True))
+    text = wide.export_text()
+    assert "0.2250 ± 0.0707" in text and "draws/image" in text
+
+
+def test_cli_columns_reported_and_errors(store, tmp_path):
+    db = str(tmp_path / "s.db")
+    result = runner.invoke(
+        app,
+        [
+            "leaderboard",
+            "--dataset",
+            "mnist",
+            "--db",
+            db,
+            "--format",
+            "markdown",
+            "--columns",
+            "method,acr",
+            "--reported",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[2]
+    assert header == "| method | ACR |" and "reported" not in header
+    board = json.loads(
+        runner.invoke(app, ["leaderboard", "--dataset", "mnist", "--db", db, "--format", "json", "--reported"]).stdout
+    )
+    reported = [r for r in board["rows"] if r["source"] == "reported"]
+    # Table 3 of the paper: Gaussian at σ = 0.5 on MNIST has ACR 1.5581 ± 0.0016 over 5 seeds
+    assert any(
+        r["method"] == "gaussian" and r["sigma"] == 0.5 and r["acr"]["mean"] == pytest.approx(1.5581) for r in reported
+    )
+    bad = runner.invoke(app, ["leaderboard", "--dataset", "mnist", "--db", db, "--columns", "acrr"])
+    assert bad.exit_code == 2 and "unknown column 'acrr'" in bad.stderr and "acr" in bad.stderr
+
+
+def test_plot_embeds_truetype_one_colour_per_method_and_a_std_band(store, tmp_path):
+    board = build(store, "mnist", RADII)
+    written = plot(store, board, tmp_path / "fig.png")
+    pdf = (tmp_path / "fig.pdf").read_bytes()
+    assert [p.suffix for p in written] == [".png", ".pdf"] and b"/FontFile2" in pdf and b"/Type3" not in pdf
+    fig = figure(store, board)
+    axis = fig.axes[0]
+    colours = {line.get_label().split(" ")[0]: line.get_color() for line in axis.get_lines()}
+    assert len(set(map(str, colours.values()))) == 2  # gaussian and consistency differ
+    assert len(axis.collections) == 1  # one ± std band: only gaussian has several seeds
+    assert "radius" in axis.get_xlabel() and "pixel" in axis.get_xlabel() and "accuracy" in axis.get_ylabel()
+
+
+def test_runs_lists_imported_runs(tmp_path):
+    db = str(tmp_path / "r.db")
+    log = tmp_path / "log.tsv"
+    log.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t7\t7\t0.5\t1\t0:00:00.5\n")
+    assert (
+        runner.invoke(
+            app, ["import", str(log), "--dataset", "mnist", "--method", "gaussian", "--sigma", "0.5", "--db", db]
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(app, ["runs", "--db", db])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.stderr.splitlines() if "gaussian" in line).split()
+    assert line == ["1", "mnist", "gaussian", "0.5", "-", "100,000", "1", "full", "imported"]
+    infinite = runner.invoke(
+        app, ["import", str(log), "--dataset", "mnist", "--method", "gaussian", "--sigma", "inf", "--db", db]
+    )
+    assert infinite.exit_code == 2 and "finite" in infinite.stderr
