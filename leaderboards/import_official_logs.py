@@ -4,8 +4,9 @@
         --db leaderboards/official.db
 
 The log folders name the method and hyperparameters (e.g. ``mnist/consistency/cohen/num_2/lbd_5.0/eta_0.5/
-noise_0.50_3``: consistency, m=2, λ=5, η=0.5, σ=0.5, seed 3). SmoothAdv's ε is converted from the
-official 1/256 units (255 -> 0.996). Logs whose folder this script cannot read are listed and skipped.
+noise_0.50_3``: consistency, m=2, λ=5, η=0.5, σ=0.5, seed 3). SmoothAdv's ε is converted exactly from the
+official 1/256 units (255 -> 255/256, as in the presets). Logs whose folder this script cannot read are listed
+and skipped.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def describe(relative: Path) -> dict | None:
     adversarial = {}
     if attack:
         eps, steps, _ = attack.split("_")[1:]
-        adversarial = {"attack": "pgd", "eps": round(float(eps) / 256, 4), "steps": int(steps), "warmup": 10}
+        adversarial = {"attack": "pgd", "eps": float(eps) / 256, "steps": int(steps), "warmup": 10}
     family = parts[1]
     if family == "cohen":
         method, params = "gaussian", {}

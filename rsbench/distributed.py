@@ -7,8 +7,10 @@ to do across ranks, each committing its own rows into the one run.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
+import gc
 import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -85,7 +87,19 @@ def current_world(device: str | None = None) -> World:
         if use_gpu:
             torch.cuda.set_device(world.local_rank)
         dist.init_process_group("nccl" if use_gpu else "gloo", timeout=TIMEOUT)
+        atexit.register(_leave_process_group)
     return world
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group while the interpreter is still whole. Left to interpreter teardown, a gloo
+    worker thread that drops the last reference to a finished collective's tensor needs the GIL, and a
+    thread asking for it during finalization is ended, aborting the process (``terminate called without
+    an active exception``, exit code -6). Collecting garbage first releases the DDP wrappers that hold the
+    group, so destroying it joins those threads now."""
+    if dist.is_initialized():
+        gc.collect()
+        dist.destroy_process_group()
 
 
 def rank_device(world: World, requested: str | None) -> str | None:

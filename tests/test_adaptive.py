@@ -156,3 +156,32 @@ def test_cli_certify_with_the_adaptive_certifier_records_draws_and_grid_radii(to
         kind == "grid" and radius in (0.0, 0.25, 0.5, 0.75, 1.0) and 50 < draws <= 3050
         for _, radius, kind, draws in rows
     )
+
+
+def test_oracle_reference_matches_the_closed_form():
+    """benchmarks/adaptive_table.py's oracle: when all draws agree the one-sided Clopper-Pearson bound from n
+    of n is α^(1/n), so certifying threshold t takes n = ⌈log α / log t⌉ draws; an abstention costs N0."""
+    import importlib.util
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(__file__).parents[1] / "benchmarks" / "adaptive_table.py"
+    spec = importlib.util.spec_from_file_location("adaptive_table", path)
+    assert spec is not None and spec.loader is not None
+    adaptive_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(adaptive_table)
+    sigma, alpha, n = 0.5, 0.001, 100_000
+    rows = pd.DataFrame(
+        {
+            "predict": [3, 3, -1],
+            "radius": [1.8, 1.1, 0.0],  # grid radii 1.75 and 1.0
+            "n_a": [n, n, 40_000],
+            "n": [n] * 3,
+            "n0": [100] * 3,
+            "alpha": [alpha] * 3,
+        }
+    )
+    expected = [100 + math.ceil(math.log(alpha) / math.log(norm.cdf(r / sigma))) for r in (1.75, 1.0)] + [100]
+    assert expected[0] == 100 + 29_691  # the floor quoted for σ = 0.5, r = 1.75
+    assert adaptive_table.oracle_draws(rows, sigma) == pytest.approx(np.mean(expected), abs=1 / 3)

@@ -273,3 +273,16 @@ def test_runs_lists_imported_runs(tmp_path):
         app, ["import", str(log), "--dataset", "mnist", "--method", "gaussian", "--sigma", "inf", "--db", db]
     )
     assert infinite.exit_code == 2 and "finite" in infinite.stderr
+
+
+def test_reported_smoothadv_rows_carry_the_official_mnist_epsilon():
+    """The paper's MNIST SmoothAdv numbers come from the official code's ε = 255/256 (its text says 1.0): the
+    reported rows must say so, as the presets that reproduce them do, or the two never share a configuration."""
+    from rsbench.config import preset_settings
+    from rsbench.leaderboard import reported_entries
+
+    rows = [e for e in reported_entries() if e["dataset"] == "mnist" and e["method"] == "smoothadv"]
+    assert rows
+    for row in rows:
+        preset = preset_settings(f"mnist-smoothadv-{row['sigma']:.2f}")["params"]
+        assert row["params"]["eps"] == preset["eps"] == 255 / 256
