@@ -3,7 +3,7 @@ run, named by dataset, method, architecture, hyperparameters, σ and seed:
 
     python leaderboards/export_records.py --db official.db leaderboards/records
 
-Import them into a fresh store with ``rsbench import leaderboards/records/*/*.json.gz --db new.db``.
+Import them into a fresh store with ``rsbench import leaderboards/records/mnist/*.json.gz --db new.db``.
 """
 
 from __future__ import annotations
