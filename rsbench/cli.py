@@ -864,4 +864,11 @@ def site(
 
 
 def main() -> None:
-    app(prog_name="rsbench")
+    try:
+        app(prog_name="rsbench")
+    except SystemExit as stop:
+        if "rsbench.distributed" in sys.modules:  # imported by the commands that can run as torchrun ranks
+            from rsbench.distributed import end_rank
+
+            end_rank(stop.code)  # a rank ends here; any other process exits as usual
+        raise
