@@ -158,19 +158,24 @@ def test_cli_certify_with_the_adaptive_certifier_records_draws_and_grid_radii(to
     )
 
 
-def test_oracle_reference_matches_the_closed_form():
-    """benchmarks/adaptive_table.py's oracle: when all draws agree the one-sided Clopper-Pearson bound from n
-    of n is α^(1/n), so certifying threshold t takes n = ⌈log α / log t⌉ draws; an abstention costs N0."""
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` (not a package) as a module."""
     import importlib.util
     from pathlib import Path
 
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_oracle_reference_matches_the_closed_form():
+    """benchmarks/adaptive_table.py's oracle: when all draws agree the one-sided Clopper-Pearson bound from n
+    of n is α^(1/n), so certifying threshold t takes n = ⌈log α / log t⌉ draws; an abstention costs N0."""
     import pandas as pd
 
-    path = Path(__file__).parents[1] / "benchmarks" / "adaptive_table.py"
-    spec = importlib.util.spec_from_file_location("adaptive_table", path)
-    assert spec is not None and spec.loader is not None
-    adaptive_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(adaptive_table)
+    adaptive_table = load_benchmark("adaptive_table")
     sigma, alpha, n = 0.5, 0.001, 100_000
     rows = pd.DataFrame(
         {
@@ -185,3 +190,23 @@ def test_oracle_reference_matches_the_closed_form():
     expected = [100 + math.ceil(math.log(alpha) / math.log(norm.cdf(r / sigma))) for r in (1.75, 1.0)] + [100]
     assert expected[0] == 100 + 29_691  # the floor quoted for σ = 0.5, r = 1.75
     assert adaptive_table.oracle_draws(rows, sigma) == pytest.approx(np.mean(expected), abs=1 / 3)
+
+
+def test_simulation_certifies_unanimous_inputs_and_never_a_minority_class():
+    """benchmarks/adaptive_simulate.py on known p_A: an input whose draws all agree is certified at the largest
+    grid radius a level-α test can reach within N (Φ(r/σ)^N ≤ α), one with p_A = 0.3 never; draws stay
+    within N0 + N."""
+    import pandas as pd
+
+    simulate = load_benchmark("adaptive_simulate")
+    sigma, alpha, n = 0.25, 0.001, 100_000
+    rows = pd.DataFrame(
+        {"n_a": [n, n, 30_000], "n": [n] * 3, "n0": [100] * 3, "alpha": [alpha] * 3, "predict": [1, 1, 2]}
+    )
+    rows["correct"] = 1
+    draws, accuracy = simulate.simulate(rows, sigma, AdaptiveParams(), np.random.default_rng(0))
+    reachable = max(r for r in simulate.RADII if norm.cdf(r / sigma) ** n <= alpha)
+    expected = [100 * (2 / 3 if r <= reachable else 0.0) for r in (0.0, *simulate.RADII)]
+    assert reachable == 0.75
+    assert accuracy == pytest.approx(expected)
+    assert 100 < draws < 100 + n
