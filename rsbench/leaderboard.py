@@ -21,6 +21,8 @@ import pandas as pd
 
 from rsbench import config
 from rsbench.errors import RsbenchError
+from rsbench.params import params_to_dict, parse_params
+from rsbench.plugins import get_certifier
 from rsbench.store import Store
 
 DEFAULT_RADII = tuple(round(0.25 * i, 2) for i in range(11))
@@ -147,6 +149,17 @@ def run_metrics(rows: pd.DataFrame, radii: tuple[float, ...]) -> dict[str, Any]:
     }
 
 
+def certifier_params_with_defaults(certifier: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """A certifier's parameters with its defaults filled in, so that runs recorded with none (imported logs,
+    runs certified before a parameter existed, a paper's rows) rank with runs that spell the defaults out;
+    as recorded when the certifier is not installed or its parameters no longer parse."""
+    try:
+        spec = get_certifier(certifier)
+        return params_to_dict(parse_params(spec.Params, params or {}, f"certifier {certifier!r}"))
+    except RsbenchError:
+        return dict(params or {})
+
+
 def _run_table(store: Store, dataset: str, radii: tuple[float, ...]) -> tuple[pd.DataFrame, dict[int, dict]]:
     """Complete certify runs of ``dataset`` with their grouping keys, and each run's metrics."""
     runs = store.runs(dataset, kind="certify", complete_only=True)
@@ -156,7 +169,10 @@ def _run_table(store: Store, dataset: str, radii: tuple[float, ...]) -> tuple[pd
     runs["acr_kind"] = runs["id"].map(lambda i: "lower_bound" if per_run[i]["lower_bound"] else "exact")
     runs["num_examples"] = runs["id"].map(results.groupby("run_id").size())
     runs["params_key"] = runs["params"].map(lambda p: json.dumps(p, sort_keys=True))
-    runs["certifier_params_key"] = runs["certifier_params"].map(lambda p: json.dumps(p or {}, sort_keys=True))
+    runs["certifier_params"] = [
+        certifier_params_with_defaults(c, p) for c, p in zip(runs["certifier"], runs["certifier_params"], strict=True)
+    ]
+    runs["certifier_params_key"] = runs["certifier_params"].map(lambda p: json.dumps(p, sort_keys=True))
     runs["budget"] = runs["budget"].astype(object).where(runs["budget"].notna(), "full").replace("", "full")
     runs["arch"] = runs["arch"].astype(object).where(runs["arch"].notna(), "")
     runs["n0"] = runs["n0"].astype(object).where(runs["n0"].notna(), -1)
@@ -180,7 +196,7 @@ def _group_row(group: pd.DataFrame, per_run: dict[int, dict], radii: tuple[float
         split=first["split"],
         budget=first["budget"],
         certifier=first["certifier"],
-        certifier_params=first["certifier_params"] or {},
+        certifier_params=first["certifier_params"],
         draws_per_image=draws_sum / draws_count if draws_count else None,
         acr=Stat.of([m["acr"] for m in metrics]),
         acr_kind=first["acr_kind"],
@@ -235,7 +251,7 @@ def reported_rows(dataset: str, radii: tuple[float, ...]) -> list[Row]:
                 split="test",
                 budget="full",
                 certifier="cohen",
-                certifier_params={},
+                certifier_params=certifier_params_with_defaults("cohen", {}),
                 draws_per_image=None,
                 acr=Stat(entry["acr"], entry.get("acr_std")),
                 acr_kind="exact",

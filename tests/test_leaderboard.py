@@ -44,7 +44,7 @@ def make_rows(labels, predicts, radii, draws, kind="exact"):
     )
 
 
-def add_run(store, rows, method, params, seed, certifier="cohen", origin="rsbench", key=None):
+def add_run(store, rows, method, params, seed, certifier="cohen", origin="rsbench", key=None, certifier_params=None):
     return store.add_complete_run(
         rows,
         kind="certify",
@@ -60,7 +60,7 @@ def add_run(store, rows, method, params, seed, certifier="cohen", origin="rsbenc
         seed=seed,
         noise_seed=0,
         certifier=certifier,
-        certifier_params={},
+        certifier_params=certifier_params or {},
         batch_size=100,
         indices={"selections": [{"skip": 1, "limit": len(rows)}], "planned": list(range(len(rows)))},
         num_planned=len(rows),
@@ -286,3 +286,25 @@ def test_reported_smoothadv_rows_carry_the_official_mnist_epsilon():
     for row in rows:
         preset = preset_settings(f"mnist-smoothadv-{row['sigma']:.2f}")["params"]
         assert row["params"]["eps"] == preset["eps"] == 255 / 256
+
+
+def test_runs_recorded_without_certifier_parameters_rank_with_runs_spelling_out_the_defaults(tmp_path):
+    """An imported log (no certifier parameters) and a run certified here (cohen's defaults written out) are
+    one protocol, so the better is bold; a compiled run is another protocol, shown apart."""
+    store = open_store(str(tmp_path / "s.db"))
+    defaults = {"forward_batch": 0, "compile": False, "precision": "float32"}
+    add_run(store, make_rows([1, 1], [1, 1], [0.3, 0.3], 110), "gaussian", {}, 0, origin="imported")
+    add_run(
+        store, make_rows([1, 1], [1, 1], [0.6, 0.6], 110), "consistency", {"lam": 5.0}, 0, certifier_params=defaults
+    )
+    compiled = {**defaults, "compile": True}
+    add_run(store, make_rows([1, 1], [1, 1], [0.7, 0.7], 110), "stability", {"lam": 2.0}, 0, certifier_params=compiled)
+    rows = build(store, "mnist", RADII)["rows"]
+    protocols = {row["method"]: json.dumps(row["certifier_params"], sort_keys=True) for row in rows}
+    assert protocols["gaussian"] == protocols["consistency"] == json.dumps(defaults, sort_keys=True)
+    assert protocols["stability"] != protocols["gaussian"]
+    text = render(build(store, "mnist", RADII), "markdown")
+    consistency = next(line for line in text.splitlines() if "| consistency |" in line)
+    stability = next(line for line in text.splitlines() if "| stability |" in line)
+    assert "**0.6000**" in consistency  # ACR 0.6 against the imported run's 0.3: the best of one protocol
+    assert "**" not in stability  # alone in its protocol: nothing to rank against
