@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from helpers import SHARED_DATA, need, write_toy_mnist
+from rsbench.config import TrainConfig
 from rsbench.plugins import reset_manager
+from rsbench.training import train
 
 
 @pytest.fixture
@@ -25,6 +27,24 @@ def mnist_root() -> Path:
 def toy_mnist_root(tmp_path_factory) -> Path:
     """MNIST's file layout with 1024 training and 200 test toy images."""
     return write_toy_mnist(tmp_path_factory.mktemp("toy_data"))
+
+
+@pytest.fixture(scope="session")
+def toy_checkpoint(toy_mnist_root, tmp_path_factory) -> Path:
+    """A Gaussian LeNet (σ = 0.25, 2 epochs) trained once on the toy MNIST, for the tests that certify a real
+    checkpoint file (read-only: a test that alters it saves a copy)."""
+    config = TrainConfig(
+        dataset="mnist",
+        arch="lenet",
+        method="gaussian",
+        sigma=0.25,
+        out=str(tmp_path_factory.mktemp("toy_checkpoint")),
+        epochs=2,
+        lr=0.05,
+        batch_size=128,
+        data_dir=str(toy_mnist_root),
+    )
+    return train(config, show_progress=False).checkpoint
 
 
 @pytest.fixture(autouse=True)

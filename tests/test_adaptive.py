@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from rsbench.cli import app
 from rsbench.specs import CertificationRequest
-from rsbench.training import TrainConfig, train
 from rsbench_plugins.adaptive import BET_WEIGHTS, AdaptiveParams, AdaptiveSmoothedClassifier, log_wealth
 
 GRID = tuple(0.25 * i for i in range(11))  # 0, 0.25, …, 2.5
@@ -105,23 +104,6 @@ def test_needs_radii():
     g, w, b = certifier(0.5)
     with pytest.raises(Exception, match="grid of radii"):
         g.certify_batch(torch.zeros(1, 1, 4, 4), CertificationRequest(10, 100, 0.01, 10), generators(1))
-
-
-@pytest.fixture(scope="module")
-def toy_checkpoint(toy_mnist_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt")
-    config = TrainConfig(
-        dataset="mnist",
-        arch="lenet",
-        method="gaussian",
-        sigma=0.25,
-        out=str(out),
-        epochs=1,
-        lr=0.05,
-        batch_size=128,
-        data_dir=str(toy_mnist_root),
-    )
-    return train(config, show_progress=False).checkpoint
 
 
 def test_cli_certify_with_the_adaptive_certifier_records_draws_and_grid_radii(toy_checkpoint, toy_mnist_root, tmp_path):

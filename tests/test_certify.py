@@ -10,26 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from rsbench.cli import app
-from rsbench.training import TrainConfig, train
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def toy_checkpoint(toy_mnist_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt")
-    config = TrainConfig(
-        dataset="mnist",
-        arch="lenet",
-        method="gaussian",
-        sigma=0.25,
-        out=str(out),
-        epochs=2,
-        lr=0.05,
-        batch_size=128,
-        data_dir=str(toy_mnist_root),
-    )
-    return train(config, show_progress=False).checkpoint
 
 
 def rows(db):

@@ -11,9 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from rsbench.cli import app
-from rsbench.config import TrainConfig
 from rsbench.store import open_store
-from rsbench.training import train
 
 
 def run(*args: str, env_db, data=None, cwd=None) -> subprocess.CompletedProcess:
@@ -130,26 +128,6 @@ def test_config_file_values_of_the_wrong_type(text, fragment, toy_mnist_root, tm
     assert not (tmp_path / "run").exists()
 
 
-@pytest.fixture(scope="module")
-def toy_checkpoint(tmp_path_factory):
-    from helpers import write_toy_mnist
-
-    folder = tmp_path_factory.mktemp("cli_errors")
-    root = write_toy_mnist(folder / "data")
-    config = TrainConfig(
-        dataset="mnist",
-        arch="lenet",
-        method="gaussian",
-        sigma=0.25,
-        epochs=1,
-        train_limit=128,
-        test_limit=20,
-        data_dir=str(root),
-        out=str(folder / "run"),
-    )
-    return train(config, show_progress=False).checkpoint, root
-
-
 CERTIFY_ERRORS = [
     (("--indices", ","), "--indices must be comma-separated integers"),
     (("--indices", "1.7"), "--indices must be comma-separated integers"),
@@ -174,20 +152,20 @@ CERTIFY_ERRORS = [
 
 
 @pytest.mark.parametrize(("args", "fragment"), CERTIFY_ERRORS)
-def test_bad_certification_settings_create_no_run(args, fragment, toy_checkpoint, tmp_path):
-    checkpoint, root = toy_checkpoint
-    result = run("certify", str(checkpoint), "--n", "100", *args, env_db=tmp_path / "s.db", data=root, cwd=tmp_path)
+def test_bad_certification_settings_create_no_run(args, fragment, toy_checkpoint, toy_mnist_root, tmp_path):
+    result = run(
+        "certify", str(toy_checkpoint), "--n", "100", *args, env_db=tmp_path / "s.db", data=toy_mnist_root, cwd=tmp_path
+    )
     assert_one_line_error(result, fragment)
     assert len(open_store(str(tmp_path / "s.db")).runs(kind=None)) == 0
 
 
 @pytest.mark.parametrize("sigma", [float("nan"), -1.0, 0.0, "half"])
-def test_a_checkpoint_recording_an_invalid_sigma_creates_no_run(sigma, toy_checkpoint, tmp_path):
-    checkpoint, root = toy_checkpoint
-    saved = torch.load(checkpoint, weights_only=True)
+def test_a_checkpoint_recording_an_invalid_sigma_creates_no_run(sigma, toy_checkpoint, toy_mnist_root, tmp_path):
+    saved = torch.load(toy_checkpoint, weights_only=True)
     saved["rsbench"]["sigma"] = sigma
     torch.save(saved, tmp_path / "bad.pth.tar")
-    result = run("certify", str(tmp_path / "bad.pth.tar"), "--n", "100", env_db=tmp_path / "s.db", data=root)
+    result = run("certify", str(tmp_path / "bad.pth.tar"), "--n", "100", env_db=tmp_path / "s.db", data=toy_mnist_root)
     assert_one_line_error(result, "records an invalid sigma")
     assert len(open_store(str(tmp_path / "s.db")).runs(kind=None)) == 0
 
