@@ -47,31 +47,22 @@ class ConsistencyParams:
 
 
 def _presets():
-    table2 = {0.25: 10.0, 0.5: 5.0, 1.0: 5.0}
-    table7 = {0.25: 20.0, 0.5: 10.0, 1.0: 10.0}
-    presets = [
+    tables = (  # (dataset, shown as, table, architecture, λ per σ)
+        ("mnist", "MNIST", "Table 2", "lenet", {0.25: 10.0, 0.5: 5.0, 1.0: 5.0}),
+        ("cifar10", "CIFAR-10", "Table 7", "cifar_resnet110", {0.25: 20.0, 0.5: 10.0, 1.0: 10.0}),
+    )
+    return tuple(
         Preset(
-            f"mnist-consistency-{s:.2f}",
-            f"Table 2: Gaussian + consistency (λ={lam:g}, η=0.5, m=2), MNIST σ={s}",
-            "mnist",
+            f"{dataset}-consistency-{s:.2f}",
+            f"{table}: Gaussian + consistency (λ={lam:g}, η=0.5, m=2), {shown} σ={s}",
+            dataset,
             s,
             {"lam": lam, "m": 2, "eta": 0.5},
-            "lenet",
+            arch,
         )
-        for s, lam in table2.items()
-    ]
-    presets += [
-        Preset(
-            f"cifar10-consistency-{s:.2f}",
-            f"Table 7: Gaussian + consistency (λ={lam:g}, η=0.5, m=2), CIFAR-10 σ={s}",
-            "cifar10",
-            s,
-            {"lam": lam, "m": 2, "eta": 0.5},
-            "cifar_resnet110",
-        )
-        for s, lam in table7.items()
-    ]
-    return tuple(presets)
+        for dataset, shown, table, arch, lams in tables
+        for s, lam in lams.items()
+    )
 
 
 class Consistency(TrainingMethod):
