@@ -1,13 +1,16 @@
 """Simulate the adaptive certifier on the p_A a Cohen run estimated, to weigh its parameters without a model.
 
     python benchmarks/adaptive_simulate.py --db STORE [--param futility=0.05 --param stages=8] [--reps 3]
+    python benchmarks/adaptive_simulate.py --db STORE --most 35000 --cohen-n 30000
 
 For every ``cohen`` run at ``--n`` draws in the store, each image's agreeing draws are simulated as
 Binomial(size, p̂_A) with p̂_A = n_A/N from that run, and fed through the adaptive certifier's own tests
 (``GridTest``, the code ``--certifier adaptive`` runs) at the grid 0.25, 0.5, …, 2.5. Printed per σ: mean
 draws per image (N0 included), the saving against Cohen's N0 + N, and the gap in certified accuracy at each
-grid radius against Cohen's run. A simulation, not a certification: it treats Cohen's estimate as the truth
-and assumes Cohen's prediction as the selected class.
+grid radius against Cohen's run. ``--most`` caps the adaptive certifier's draws below Cohen's N (its
+``--n``). ``--cohen-n`` adds the plain alternative: Cohen's CERTIFY itself at fewer draws, simulated the same
+way (one Clopper-Pearson bound at α from Binomial(N', p̂_A) draws). A simulation, not a certification: it
+treats Cohen's estimate as the truth and assumes Cohen's prediction as the selected class.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from scipy.stats import norm
 
 from rsbench.params import parse_params
 from rsbench.store import Store, store_url
-from rsbench_plugins.adaptive import AdaptiveParams, GridTest
+from rsbench_plugins.adaptive import AdaptiveParams, GridTest, cp_lower
 
 RADII = tuple(round(0.25 * i, 2) for i in range(1, 11))
 
@@ -28,11 +32,14 @@ def certified_accuracy(radius: np.ndarray, correct: np.ndarray) -> np.ndarray:
     return np.array([100 * np.mean(correct & (radius >= r)) for r in (0.0, *RADII)])
 
 
-def simulate(rows, sigma: float, params: AdaptiveParams, rng: np.random.Generator) -> tuple[float, np.ndarray]:
-    """(mean draws per image, certified accuracy per radius) of one simulated adaptive run."""
+def simulate(
+    rows, sigma: float, params: AdaptiveParams, rng: np.random.Generator, most: int | None = None
+) -> tuple[float, np.ndarray]:
+    """(mean draws per image, certified accuracy per radius) of one simulated adaptive run of at most ``most``
+    estimation draws per image (default: the N of Cohen's run)."""
     radii, draws = [], []
     for row in rows.itertuples():
-        test = GridTest(RADII, sigma, float(row.alpha), int(row.n), params)
+        test = GridTest(RADII, sigma, float(row.alpha), most or int(row.n), params)
         while not test.done:
             size = test.next_round(params.step)
             test.update(int(rng.binomial(size, row.n_a / row.n)), size)
@@ -42,11 +49,21 @@ def simulate(rows, sigma: float, params: AdaptiveParams, rng: np.random.Generato
     return float(np.mean(draws)), certified_accuracy(np.array(radii), rows["correct"].to_numpy() == 1)
 
 
+def simulate_cohen(rows, sigma: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Certified accuracy per radius of Cohen's CERTIFY at ``n`` estimation draws on the same p̂_A."""
+    counts = rng.binomial(n, (rows.n_a / rows.n).to_numpy())
+    lower = np.array([cp_lower(float(k), n, float(alpha)) for k, alpha in zip(counts, rows.alpha, strict=True)])
+    radius = np.where((lower > 0.5) & (rows.predict >= 0), sigma * norm.ppf(np.maximum(lower, 0.5)), -1.0)
+    return certified_accuracy(radius, rows["correct"].to_numpy() == 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="results store holding Cohen runs (default $RSBENCH_DB or ./rsbench.db)")
     parser.add_argument("--n", type=int, default=100_000, help="N of the Cohen runs; the adaptive certifier's most")
     parser.add_argument("--param", action="append", default=[], help="adaptive certifier parameter, KEY=VALUE")
+    parser.add_argument("--most", type=int, help="the adaptive certifier's most draws per image (default: --n)")
+    parser.add_argument("--cohen-n", type=int, help="also simulate Cohen's CERTIFY at this N on the same p̂_A")
     parser.add_argument("--reps", type=int, default=1, help="simulated runs per σ (their mean is printed)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -59,13 +76,19 @@ def main() -> None:
         cohen = certified_accuracy(
             np.where(rows.predict >= 0, rows.radius, -1.0).astype(float), rows["correct"].to_numpy() == 1
         )
-        simulated = [simulate(rows, float(run.sigma), params, rng) for _ in range(args.reps)]
+        simulated = [simulate(rows, float(run.sigma), params, rng, args.most) for _ in range(args.reps)]
         draws = float(np.mean([d for d, _ in simulated]))
         gaps = cohen - np.mean([a for _, a in simulated], axis=0)
         print(
             f"σ = {run.sigma:g} ({len(rows)} images): {draws:,.0f} draws/image, {(run.n + run.n0) / draws:.1f}× fewer "
             f"than Cohen; largest gap {gaps.max():.1f} points (per radius: {' '.join(f'{g:.1f}' for g in gaps)})"
         )
+        if args.cohen_n:
+            smaller = np.mean([simulate_cohen(rows, float(run.sigma), args.cohen_n, rng) for _ in range(args.reps)], 0)
+            print(
+                f"    Cohen at N = {args.cohen_n:,}: {(run.n + run.n0) / (args.cohen_n + run.n0):.1f}× fewer draws; "
+                f"largest gap {(cohen - smaller).max():.1f} points"
+            )
 
 
 if __name__ == "__main__":

@@ -171,7 +171,43 @@ def test_oracle_reference_matches_the_closed_form():
     )
     expected = [100 + math.ceil(math.log(alpha) / math.log(norm.cdf(r / sigma))) for r in (1.75, 1.0)] + [100]
     assert expected[0] == 100 + 29_691  # the floor quoted for σ = 0.5, r = 1.75
-    assert adaptive_table.oracle_draws(rows, sigma) == pytest.approx(np.mean(expected), abs=1 / 3)
+    oracle = adaptive_table.reference_draws(rows, sigma, adaptive_table.fewest_draws)
+    assert oracle == pytest.approx(np.mean(expected), abs=1 / 3)
+    # Wald's bound when every draw agrees: KL(1 ‖ t) = log(1/t), so log(1/α)/log(1/t), the oracle's n unrounded.
+    wald = adaptive_table.reference_draws(rows, sigma, adaptive_table.wald_bound)
+    assert wald == pytest.approx(np.mean(expected), abs=1)
+
+
+def test_one_point_of_slack_certifies_one_image_in_a_hundred_one_grid_step_lower():
+    """``wald, 1 point spent``: of 100 unanimous images at r = 1.75 (σ = 0.5), one may be certified at 1.5
+    instead (1% per radius), saving log(1/α)/log(1/Φ(3.5)) - log(1/α)/log(1/Φ(3)) draws; no more."""
+    import pandas as pd
+
+    adaptive_table = load_benchmark("adaptive_table")
+    sigma, alpha, n = 0.5, 0.001, 100_000
+    rows = pd.DataFrame({"predict": [1] * 100, "radius": [1.8] * 100, "n_a": [n] * 100, "n": [n] * 100})
+    rows["n0"], rows["alpha"] = 100, alpha
+    at = {r: math.log(1 / alpha) / -math.log(norm.cdf(r / sigma)) for r in (1.5, 1.75)}
+    expected = 100 + at[1.75] - (at[1.75] - at[1.5]) / 100
+    assert adaptive_table.reference_draws(rows, sigma, adaptive_table.wald_bound, 1.0) == pytest.approx(expected)
+    assert adaptive_table.reference_draws(rows, sigma, adaptive_table.wald_bound) == pytest.approx(100 + at[1.75])
+
+
+def test_wald_bound_is_what_the_sequential_probability_ratio_test_spends():
+    """benchmarks/adaptive_table.py's ``wald`` row against Wald's test run draw by draw: testing p_A = 0.9 against
+    the true p_A = 0.95 at α = 0.001 (log-likelihood ratio steps log(0.95/0.9) and log(0.05/0.1), rejection at
+    log(1/α)), the mean stopping time is the bound plus the overshoot, within 10% of it."""
+    adaptive_table = load_benchmark("adaptive_table")
+    p, t, alpha = 0.95, 0.9, 0.001
+    divergence = 0.95 * math.log(0.95 / 0.9) + 0.05 * math.log(0.05 / 0.1)  # written out: 0.016706 nats
+    bound = adaptive_table.wald_bound(p, t, alpha, 100_000)
+    assert bound == pytest.approx(math.log(1000) / divergence)
+    draws = np.random.default_rng(0).random((2000, 2000)) < p
+    walk = np.cumsum(np.where(draws, math.log(p / t), math.log((1 - p) / (1 - t))), axis=1)
+    rejected = walk >= math.log(1 / alpha)
+    assert rejected.any(axis=1).mean() > 0.99  # the test (almost) always certifies within 2,000 draws
+    stopping = rejected.argmax(axis=1)[rejected.any(axis=1)] + 1
+    assert bound <= stopping.mean() <= 1.1 * bound
 
 
 def test_simulation_certifies_unanimous_inputs_and_never_a_minority_class():
@@ -192,3 +228,8 @@ def test_simulation_certifies_unanimous_inputs_and_never_a_minority_class():
     assert reachable == 0.75
     assert accuracy == pytest.approx(expected)
     assert 100 < draws < 100 + n
+    # Cohen's CERTIFY at N' = 1,000 on the same inputs: n of n agreeing gives the bound α^(1/N'), radius
+    # σ Φ⁻¹(α^(1/1000)) = 0.615, so grid radii up to 0.5; p_A = 0.3 abstains.
+    cohen = simulate.simulate_cohen(rows, sigma, 1000, np.random.default_rng(0))
+    assert sigma * norm.ppf(alpha ** (1 / 1000)) == pytest.approx(0.615, abs=1e-3)
+    assert cohen == pytest.approx([100 * (2 / 3 if r <= 0.5 else 0.0) for r in (0.0, *simulate.RADII)])
