@@ -40,8 +40,8 @@ ANALYSIS = "## Reading the table"
 HEADER = """# Adaptive certification against Cohen's CERTIFY (MNIST, LeNet, quick Gaussian models)
 
 Both certifiers: N0 = 100, α = 0.001, noise seed 0, the same test images (every 50th; `images` counts those
-both have certified); Cohen spends N = {n:,} estimation draws per image, the adaptive certifier at most that
-many (`--certifier adaptive --radii 0:2.5:0.25 --n {n}`). `model` is the checkpoint's sha256 prefix. Cells:
+both have certified); Cohen spends N = {n:,} estimation draws per image, the adaptive certifier at most
+{most:,} (`--certifier adaptive --radii 0:2.5:0.25 --n {most}`). `model` is the checkpoint's sha256 prefix. Cells:
 certified accuracy (%) at each ℓ2 radius; draws/image includes the N0 selection draws. Cohen's radii are
 exact, the adaptive certifier's are grid radii (lower bounds), so only certified accuracy at grid radii is
 compared. Three reference rows take Cohen's estimate as p_A and know where to stop: `oracle`, the fewest draws
@@ -54,11 +54,12 @@ Regenerate with `python benchmarks/adaptive_table.py --db STORE --out leaderboar
 """
 
 
-def pairs(store: Store, n: int) -> list[tuple[pd.Series, pd.Series]]:
-    """(cohen run, adaptive run) per checkpoint, the latest of each at ``n`` draws with the same seed and α."""
+def pairs(store: Store, n: int, most: int) -> list[tuple[pd.Series, pd.Series]]:
+    """(cohen run at ``n`` draws, adaptive run of at most ``most``) per checkpoint, the latest of each with the
+    same noise seed and α."""
     runs = store.runs(kind="certify")
     cohen = runs[(runs.certifier == "cohen") & (runs.n == n)]
-    adaptive = runs[(runs.certifier == "adaptive") & (runs.n == n)]
+    adaptive = runs[(runs.certifier == "adaptive") & (runs.n == most)]
     found = []
     for _, a in adaptive.groupby("checkpoint_sha256").tail(1).iterrows():
         same = cohen[
@@ -133,11 +134,11 @@ def reference_draws(rows: pd.DataFrame, sigma: float, estimation_draws, slack_po
     return total / len(rows)
 
 
-def table(store: Store, n: int) -> str:
+def table(store: Store, n: int, most: int) -> str:
     lines = []
     header = "| σ | model | images | certifier | draws/image | " + " | ".join(f"{r:.2f}" for r in RADII) + " |"
     lines += [header, "|" + "---|" * (5 + len(RADII))]
-    for cohen, adaptive in pairs(store, n):
+    for cohen, adaptive in pairs(store, n, most):
         model = f"{cohen.sigma:g} | `{str(cohen.checkpoint_sha256)[:8]}`"  # σ and the checkpoint's sha256 prefix
         every = store.results([int(cohen.id), int(adaptive.id)])
         common = set(every[every.run_id == cohen.id].idx) & set(every[every.run_id == adaptive.id].idx)
@@ -174,18 +175,23 @@ def table(store: Store, n: int) -> str:
     return "\n".join(lines)
 
 
+def keep_analysis(table_text: str, previous: str) -> str:
+    """``table_text`` followed by whatever ``previous`` holds from its ``## Reading the table`` heading on."""
+    return table_text + ("\n" + previous[previous.index(ANALYSIS) :] if ANALYSIS in previous else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="results store (default $RSBENCH_DB or ./rsbench.db)")
     parser.add_argument("--n", type=int, default=100_000, help="N of both certifiers (adaptive: the most per image)")
+    parser.add_argument("--most", type=int, help="the adaptive runs' N, the most per image (default: --n)")
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
-    text = HEADER.format(n=args.n) + table(Store(store_url(args.db)), args.n) + "\n"
+    most = args.most or args.n
+    text = HEADER.format(n=args.n, most=most) + table(Store(store_url(args.db)), args.n, most) + "\n"
     print(text, end="")
     if args.out:
-        previous = args.out.read_text() if args.out.exists() else ""
-        analysis = previous[previous.index(ANALYSIS) :] if ANALYSIS in previous else ""
-        args.out.write_text(text + ("\n" + analysis if analysis else ""))
+        args.out.write_text(keep_analysis(text, args.out.read_text() if args.out.exists() else ""))
 
 
 if __name__ == "__main__":

@@ -193,6 +193,14 @@ def test_one_point_of_slack_certifies_one_image_in_a_hundred_one_grid_step_lower
     assert adaptive_table.reference_draws(rows, sigma, adaptive_table.wald_bound) == pytest.approx(100 + at[1.75])
 
 
+def test_regenerating_the_table_keeps_the_analysis_written_below_it():
+    adaptive_table = load_benchmark("adaptive_table")
+    previous = "# old header\n| old | table |\n\n## Reading the table\n\nWhy the numbers are what they are.\n"
+    regenerated = adaptive_table.keep_analysis("# header\n| new | table |\n", previous)
+    assert regenerated == "# header\n| new | table |\n\n## Reading the table\n\nWhy the numbers are what they are.\n"
+    assert adaptive_table.keep_analysis("# header\n", "# a file without analysis\n") == "# header\n"
+
+
 def test_wald_bound_is_what_the_sequential_probability_ratio_test_spends():
     """benchmarks/adaptive_table.py's ``wald`` row against Wald's test run draw by draw: testing p_A = 0.9 against
     the true p_A = 0.95 at α = 0.001 (log-likelihood ratio steps log(0.95/0.9) and log(0.05/0.1), rejection at
