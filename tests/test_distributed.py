@@ -43,6 +43,11 @@ def rsbench(*args: str, data: Path, db: Path | str, timeout: int = 600) -> subpr
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def train_on_two_ranks(*args: str, data: Path, db: Path | str) -> subprocess.CompletedProcess:
+    """``rsbench launch --nproc-per-node 2 train ARGS``."""
+    return rsbench("launch", "--nproc-per-node", "2", "train", *args, data=data, db=db)
+
+
 def torchrun() -> str:
     path = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if path is None:
@@ -63,17 +68,7 @@ def test_two_rank_training_matches_one_process(mnist_root, tmp_path):
     single-process format and records the world size, as does the store."""
     single = rsbench("train", *TRAIN, "--out", str(tmp_path / "one"), data=mnist_root, db=tmp_path / "one.db")
     assert single.returncode == 0, single.stderr
-    double = rsbench(
-        "launch",
-        "--nproc-per-node",
-        "2",
-        "train",
-        *TRAIN,
-        "--out",
-        str(tmp_path / "two"),
-        data=mnist_root,
-        db=tmp_path / "two.db",
-    )
+    double = train_on_two_ranks(*TRAIN, "--out", str(tmp_path / "two"), data=mnist_root, db=tmp_path / "two.db")
     assert double.returncode == 0, double.stderr
     assert double.stdout.strip() == str(tmp_path / "two" / "checkpoint.pth.tar")  # printed once, by rank 0
     one, two = (load_checkpoint(tmp_path / name / "checkpoint.pth.tar") for name in ("one", "two"))
@@ -107,37 +102,12 @@ def test_resume_with_two_ranks(mnist_root, tmp_path):
         "--out",
         str(tmp_path / "run"),
     ]
-    first = rsbench(
-        "launch", "--nproc-per-node", "2", "train", *args, "--epochs", "1", data=mnist_root, db=tmp_path / "s.db"
-    )
+    first = train_on_two_ranks(*args, "--epochs", "1", data=mnist_root, db=tmp_path / "s.db")
     assert first.returncode == 0, first.stderr
     # a longer schedule is another run; the same one resumes (here: nothing left, still recorded)
-    again = rsbench(
-        "launch",
-        "--nproc-per-node",
-        "2",
-        "train",
-        *args,
-        "--epochs",
-        "1",
-        "--resume",
-        data=mnist_root,
-        db=tmp_path / "s.db",
-    )
+    again = train_on_two_ranks(*args, "--epochs", "1", "--resume", data=mnist_root, db=tmp_path / "s.db")
     assert again.returncode == 0, again.stderr
-    bad = rsbench(
-        "launch",
-        "--nproc-per-node",
-        "2",
-        "train",
-        *args,
-        "--epochs",
-        "1",
-        "--batch",
-        "63",
-        data=mnist_root,
-        db=tmp_path / "s.db",
-    )
+    bad = train_on_two_ranks(*args, "--epochs", "1", "--batch", "63", data=mnist_root, db=tmp_path / "s.db")
     assert bad.returncode == 2
     assert "not divisible by the 2 processes" in bad.stderr
     assert "Traceback" not in bad.stderr and bad.stderr.count("rsbench: error") <= 3

@@ -267,23 +267,19 @@ def test_architecture_that_does_not_fit(toy_mnist_root, tmp_path):
     assert result.exit_code == 2 and "does not fit dataset 'mnist'" in result.stderr
 
 
+def resume_training(data_root, out):
+    """``rsbench train --resume`` of a σ = 0.5 MNIST run whose folder ``out`` already holds a checkpoint."""
+    return cli(
+        "train", "--dataset", "mnist", "--sigma", "0.5", "--data-dir", str(data_root), "--out", str(out), "--resume"
+    )
+
+
 @pytest.mark.parametrize("content", [b"garbage, not a checkpoint", b""])
 def test_resume_from_corrupt_checkpoint(toy_mnist_root, tmp_path, content):
     out = tmp_path / "o"
     out.mkdir()
     (out / "checkpoint.pth.tar").write_bytes(content)
-    result = cli(
-        "train",
-        "--dataset",
-        "mnist",
-        "--sigma",
-        "0.5",
-        "--data-dir",
-        str(toy_mnist_root),
-        "--out",
-        str(out),
-        "--resume",
-    )
+    result = resume_training(toy_mnist_root, out)
     assert result.exit_code == 2 and "not a readable torch checkpoint" in result.stderr
     assert (out / "checkpoint.pth.tar").read_bytes() == content
 
@@ -297,30 +293,8 @@ def test_resume_refuses_foreign_or_code_carrying_checkpoints(toy_mnist_root, tmp
     out = tmp_path / "o"
     out.mkdir()
     torch.save({"arch": "lenet", "state_dict": {}, "payload": Evil()}, out / "checkpoint.pth.tar")
-    result = cli(
-        "train",
-        "--dataset",
-        "mnist",
-        "--sigma",
-        "0.5",
-        "--data-dir",
-        str(toy_mnist_root),
-        "--out",
-        str(out),
-        "--resume",
-    )
+    result = resume_training(toy_mnist_root, out)
     assert result.exit_code == 2 and "not a plain-data checkpoint" in result.stderr
     torch.save({"epoch": 1, "arch": "lenet", "state_dict": {}}, out / "checkpoint.pth.tar")
-    result = cli(
-        "train",
-        "--dataset",
-        "mnist",
-        "--sigma",
-        "0.5",
-        "--data-dir",
-        str(toy_mnist_root),
-        "--out",
-        str(out),
-        "--resume",
-    )
+    result = resume_training(toy_mnist_root, out)
     assert result.exit_code == 2 and "not written by rsbench train" in result.stderr
