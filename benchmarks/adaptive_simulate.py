@@ -2,6 +2,7 @@
 
     python benchmarks/adaptive_simulate.py --db STORE [--param futility=0.05 --param stages=8] [--reps 3]
     python benchmarks/adaptive_simulate.py --db STORE --most 35000 --cohen-n 30000
+    python benchmarks/adaptive_simulate.py --db STORE --told
 
 For every ``cohen`` run at ``--n`` draws in the store, each image's agreeing draws are simulated as
 Binomial(size, p̂_A) with p̂_A = n_A/N from that run, and fed through the adaptive certifier's own tests
@@ -9,15 +10,23 @@ Binomial(size, p̂_A) with p̂_A = n_A/N from that run, and fed through the adap
 draws per image (N0 included), the saving against Cohen's N0 + N, and the gap in certified accuracy at each
 grid radius against Cohen's run. ``--most`` caps the adaptive certifier's draws below Cohen's N (its
 ``--n``). ``--cohen-n`` adds the plain alternative: Cohen's CERTIFY itself at fewer draws, simulated the same
-way (one Clopper-Pearson bound at α from Binomial(N', p̂_A) draws). A simulation, not a certification: it
-treats Cohen's estimate as the truth and assumes Cohen's prediction as the selected class.
+way (one Clopper-Pearson bound at α from Binomial(N', p̂_A) draws). ``--told`` splits the certifier's cost in
+two: its tests told where to stop (run until they certify the grid radius Cohen's radius reaches, no stopping
+rule), and the same with the 1-point allowance spent where it saves the most (1% of the images per grid radius
+certified one step lower, as ``benchmarks/adaptive_table.py``'s ``wald, 1 point spent``). The first is what a
+perfect stopping rule would leave of the cost; the second, what one spending the allowance perfectly would.
+A simulation, not a certification: it treats Cohen's estimate as the truth and assumes Cohen's prediction as
+the selected class.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
+from adaptive_table import reference_draws
 from scipy.stats import norm
 
 from rsbench.params import parse_params
@@ -49,6 +58,28 @@ def simulate(
     return float(np.mean(draws)), certified_accuracy(np.array(radii), rows["correct"].to_numpy() == 1)
 
 
+def told_draws(
+    sigma: float, params: AdaptiveParams, rng: np.random.Generator, reps: int
+) -> Callable[[float, float, float, int], float]:
+    """Estimation draws (mean of ``reps`` simulations) the certifier's tests spend, with p_A = p̂, until they
+    certify threshold t = Φ(r/σ) (t = ½: the prediction) or reach N: its tests told where to stop. The grid's
+    tests are nested (certifying t certifies every lower threshold with the same draws), so one radius suffices."""
+    tests_only = replace(params, futility=0.0)
+
+    def draws(p_hat: float, threshold: float, alpha: float, most: int) -> float:
+        radii = (sigma * float(norm.ppf(threshold)),) if threshold > 0.5 else ()
+        spent = []
+        for _ in range(reps):
+            test = GridTest(radii, sigma, alpha, most, tests_only)
+            while test.certified < len(radii) and not test.done:
+                size = test.next_round(params.step)
+                test.update(int(rng.binomial(size, p_hat)), size)
+            spent.append(test.n)
+        return float(np.mean(spent))
+
+    return draws
+
+
 def simulate_cohen(rows, sigma: float, n: int, rng: np.random.Generator) -> np.ndarray:
     """Certified accuracy per radius of Cohen's CERTIFY at ``n`` estimation draws on the same p̂_A."""
     counts = rng.binomial(n, (rows.n_a / rows.n).to_numpy())
@@ -64,6 +95,7 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], help="adaptive certifier parameter, KEY=VALUE")
     parser.add_argument("--most", type=int, help="the adaptive certifier's most draws per image (default: --n)")
     parser.add_argument("--cohen-n", type=int, help="also simulate Cohen's CERTIFY at this N on the same p̂_A")
+    parser.add_argument("--told", action="store_true", help="also the tests told where to stop, ± the allowance")
     parser.add_argument("--reps", type=int, default=1, help="simulated runs per σ (their mean is printed)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -88,6 +120,13 @@ def main() -> None:
             print(
                 f"    Cohen at N = {args.cohen_n:,}: {(run.n + run.n0) / (args.cohen_n + run.n0):.1f}× fewer draws; "
                 f"largest gap {(cohen - smaller).max():.1f} points"
+            )
+        if args.told:
+            told = told_draws(float(run.sigma), params, rng, args.reps)
+            ideal, spent = (reference_draws(rows, float(run.sigma), told, slack) for slack in (0.0, 1.0))
+            print(
+                f"    told where to stop: {ideal:,.0f} draws/image ({(run.n + run.n0) / ideal:.1f}× fewer); "
+                f"with 1 point spent: {spent:,.0f} ({(run.n + run.n0) / spent:.1f}×)"
             )
 
 

@@ -25,6 +25,7 @@ analysis written by hand survives a regeneration of the numbers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +35,7 @@ import pandas as pd
 from scipy.stats import beta, norm
 
 from rsbench.store import Store, store_url
+from rsbench_plugins.adaptive import AdaptiveParams
 
 RADII = tuple(round(0.25 * i, 2) for i in range(11))
 ANALYSIS = "## Reading the table"
@@ -70,6 +72,14 @@ def pairs(store: Store, n: int, most: int) -> list[tuple[pd.Series, pd.Series]]:
         if len(same):
             found.append((same.iloc[-1], a))
     return sorted(found, key=lambda pair: (pair[1].sigma, pair[1].id))
+
+
+def adaptive_label(run: pd.Series) -> str:
+    """``adaptive``, followed by the parameters the run set away from their defaults, e.g. ``adaptive
+    (futility=0.01)``: rows of differently tuned runs are never mistaken for one another."""
+    defaults = dataclasses.asdict(AdaptiveParams())
+    changed = [f"{key}={value}" for key, value in run.certifier_params.items() if defaults.get(key) != value]
+    return f"adaptive ({', '.join(changed)})" if changed else "adaptive"
 
 
 def summarize(rows: pd.DataFrame) -> dict[str, float]:
@@ -143,17 +153,16 @@ def table(store: Store, n: int, most: int) -> str:
         every = store.results([int(cohen.id), int(adaptive.id)])
         common = set(every[every.run_id == cohen.id].idx) & set(every[every.run_id == adaptive.id].idx)
         rows = every[every.idx.isin(common)]
-        summaries = {
-            name: summarize(rows[rows.run_id == run.id]) for name, run in (("cohen", cohen), ("adaptive", adaptive))
-        }
-        for name, summary in summaries.items():
+        theirs, ours = (summarize(rows[rows.run_id == run.id]) for run in (cohen, adaptive))
+        for name, summary in (("cohen", theirs), (adaptive_label(adaptive), ours)):
             cells = " | ".join(f"{summary[f'{r:.2f}']:.1f}" for r in RADII)
             lines.append(f"| {model} | {len(common)} | {name} | {summary['draws/image']:,.0f} | {cells} |")
         alone = every[every.run_id == adaptive.id]
         if len(alone) > len(common):
             summary = summarize(alone)
             cells = " | ".join(f"{summary[f'{r:.2f}']:.1f}" for r in RADII)
-            lines.append(f"| {model} | {len(alone)} | adaptive (all) | {summary['draws/image']:,.0f} | {cells} |")
+            name = f"{adaptive_label(adaptive)}, all"
+            lines.append(f"| {model} | {len(alone)} | {name} | {summary['draws/image']:,.0f} | {cells} |")
         cohen_rows = rows[rows.run_id == cohen.id]
         sigma = float(cohen.sigma)
         for name, reference, accuracies in (
@@ -161,13 +170,13 @@ def table(store: Store, n: int, most: int) -> str:
             ("wald", reference_draws(cohen_rows, sigma, wald_bound), "Cohen's grid accuracies"),
             ("wald, 1 point spent", reference_draws(cohen_rows, sigma, wald_bound, 1.0), "Cohen's less ≤ 1 point"),
         ):
-            saved = summaries["cohen"]["draws/image"] / reference
+            saved = theirs["draws/image"] / reference
             lines.append(
                 f"| {model} | {len(common)} | {name} | {reference:,.0f} | {accuracies}, {saved:.1f}× fewer draws "
                 "than Cohen |" + " |" * (len(RADII) - 1)
             )
-        saving = summaries["cohen"]["draws/image"] / summaries["adaptive"]["draws/image"]
-        worst = max(abs(summaries["cohen"][f"{r:.2f}"] - summaries["adaptive"][f"{r:.2f}"]) for r in RADII)
+        saving = theirs["draws/image"] / ours["draws/image"]
+        worst = max(abs(theirs[f"{r:.2f}"] - ours[f"{r:.2f}"]) for r in RADII)
         lines.append(
             f"| {model} | | **ratio / gap** | **{saving:.1f}× fewer** | largest gap in certified "
             f"accuracy: **{worst:.1f} points** |" + " |" * (len(RADII) - 1)

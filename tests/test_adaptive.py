@@ -6,7 +6,7 @@ import sqlite3
 import numpy as np
 import pytest
 import torch
-from scipy.stats import norm
+from scipy.stats import beta, norm
 from test_smoothing import Linear2, point_at_distance, problem
 from typer.testing import CliRunner
 
@@ -143,12 +143,18 @@ def test_cli_certify_with_the_adaptive_certifier_records_draws_and_grid_radii(to
 def load_benchmark(name: str):
     """A script of ``benchmarks/`` (not a package) as a module."""
     import importlib.util
+    import sys
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    folder = str(Path(__file__).parents[1] / "benchmarks")
+    spec = importlib.util.spec_from_file_location(name, f"{folder}/{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, folder)  # as when run as a script: the scripts import one another
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
     return module
 
 
@@ -241,3 +247,26 @@ def test_simulation_certifies_unanimous_inputs_and_never_a_minority_class():
     cohen = simulate.simulate_cohen(rows, sigma, 1000, np.random.default_rng(0))
     assert sigma * norm.ppf(alpha ** (1 / 1000)) == pytest.approx(0.615, abs=1e-3)
     assert cohen == pytest.approx([100 * (2 / 3 if r <= 0.5 else 0.0) for r in (0.0, *simulate.RADII)])
+
+
+def test_told_where_to_stop_spends_what_the_all_in_bet_needs():
+    """benchmarks/adaptive_simulate.py's ``--told`` reference on draws that all agree (σ = 0.5, r = 1.75, so
+    t = Φ(3.5)): the bet mixture's wealth lies between the all-in bet's share w_1 t^-n and t^-n, so the tests
+    reject at the first look after n = [log(1/α_b), log(1/(w_1 α_b))] / log(1/t) (looks are at most ``step``
+    apart; no Clopper-Pearson stage certifies earlier: α_s^(1/25,000) < t); the prediction alone (t = ½) is
+    certified at the first look, 100 draws."""
+    simulate = load_benchmark("adaptive_simulate")
+    sigma, alpha, params = 0.5, 0.001, AdaptiveParams()
+    told = simulate.told_draws(sigma, params, np.random.default_rng(0), reps=1)
+    t = norm.cdf(1.75 / sigma)
+    barrier = math.log(1 / (alpha * params.betting_share))
+    fastest, slowest = barrier / -math.log(t), (barrier + math.log(1 / BET_WEIGHTS[0])) / -math.log(t)
+    assert (fastest, slowest) == pytest.approx((33_629, 34_866), abs=1)
+    assert fastest <= told(1.0, t, alpha, 100_000) <= slowest + params.step
+    assert told(1.0, 0.5, alpha, 100_000) == 100
+    # Two disagreeing draws in a thousand put t out of reach: once f disagree, not even N - f agreeing of N lift
+    # the final stage's bound (level 0.4 α) to t, so the tests stop after about f / 0.002 draws, long before N.
+    final_level = alpha * params.final_share
+    f = next(f for f in range(100) if beta.ppf(final_level, 100_000 - f, f + 1) < t)
+    assert f == 9
+    assert f / 0.002 / 2 < told(0.998, t, alpha, 100_000) < 2 * f / 0.002
