@@ -270,3 +270,28 @@ def test_told_where_to_stop_spends_what_the_all_in_bet_needs():
     f = next(f for f in range(100) if beta.ppf(final_level, 100_000 - f, f + 1) < t)
     assert f == 9
     assert f / 0.002 / 2 < told(0.998, t, alpha, 100_000) < 2 * f / 0.002
+
+
+def test_cohen_against_itself_strays_by_the_flips_of_images_on_a_threshold():
+    """benchmarks/adaptive_simulate.py's noise floor (``--cohen-n 100000``): an image whose count k* is the
+    fewest that certifies r = 0.25 (σ = 0.25) keeps it in a rerun with probability P(Binomial(N, k*/N) ≥ k*) ≈ ½.
+    With three such images among 200 unanimous ones, a rerun strays by more than 1 point (all three lose
+    r = 0.25, 1.5 points) in 1/8 of the runs, and never at another radius."""
+    import pandas as pd
+
+    simulate = load_benchmark("adaptive_simulate")
+    sigma, alpha, n = 0.25, 0.001, 100_000
+    t = norm.cdf(0.25 / sigma)
+    k_star = next(k for k in range(int(t * n), n) if beta.ppf(alpha, k, n - k + 1) >= t)
+    counts = [n] * 197 + [k_star] * 3
+    lower = [beta.ppf(alpha, k, n - k + 1) for k in counts]
+    rows = pd.DataFrame({"n_a": counts, "n": n, "n0": 100, "alpha": alpha, "predict": 1, "correct": 1})
+    rows["radius"] = sigma * norm.ppf(lower)  # Cohen's run: the three images just certify r = 0.25
+    cohen = simulate.certified_accuracy(rows.radius.to_numpy(), rows.correct.to_numpy() == 1)
+    rng = np.random.default_rng(0)
+    reruns = [simulate.simulate_cohen(rows, sigma, n, rng) for _ in range(800)]
+    lost = [round((cohen - rerun)[1] / 0.5) for rerun in reruns]  # images that lost r = 0.25
+    assert all(np.abs(cohen - rerun)[[0, *range(2, 11)]].max() == 0 for rerun in reruns)
+    assert np.mean(lost) == pytest.approx(3 * 0.5, abs=0.15)
+    assert np.mean(np.array(lost) == 3) == pytest.approx(1 / 8, abs=0.04)
+    assert simulate.gap_summary(cohen, reruns).endswith(f"over 1 point in {np.mean(np.array(lost) == 3):.0%}")
