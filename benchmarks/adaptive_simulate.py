@@ -12,12 +12,14 @@ draws per image (N0 included), the saving against Cohen's N0 + N, and the gap in
 grid radius against Cohen's run, with the largest gap of the runs' mean and run by run (the goal's "within 1
 point" judges single runs). ``--most`` caps the adaptive certifier's draws below Cohen's N (its ``--n``).
 ``--cohen-n`` adds the plain alternative: Cohen's CERTIFY itself at fewer draws, simulated the same way (one
-Clopper-Pearson bound at α from Binomial(N', p̂_A) draws); ``--cohen-n 100000`` is Cohen against itself with
-other noise: how far one run of the reference strays from another. ``--told`` splits the certifier's cost in
-two: its tests told where to stop (run until they certify the grid radius Cohen's radius reaches, no stopping
-rule), and the same with the 1-point allowance spent where it saves the most (1% of the images per grid radius
-certified one step lower, as ``benchmarks/adaptive_table.py``'s ``wald, 1 point spent``). The first is what a
-perfect stopping rule would leave of the cost; the second, what one spending the allowance perfectly would.
+Clopper-Pearson bound at α from Binomial(N', p̂_A) draws); ``--cohen-n 100000`` reruns Cohen on draws
+around this run's p̂_A: how far a rerun of the reference strays from it (a parametric bootstrap; two
+independent runs, each off the true p_A, stray somewhat more). ``--told`` splits the certifier's cost in two,
+at Cohen's N: its tests told where to stop (run until they certify the grid radius Cohen's radius reaches, no
+futility rule), and the same with the 1-point allowance spent where it saves the most (1% of the images per
+grid radius certified one step lower, as ``benchmarks/adaptive_table.py``'s ``wald, 1 point spent``). The
+first is what a perfect stopping rule would leave of the cost; the second, what one spending the allowance
+perfectly would.
 A simulation, not a certification: it treats Cohen's estimate as the truth and assumes Cohen's prediction as
 the selected class.
 """
@@ -62,15 +64,19 @@ def simulate(
 
 
 def told_draws(
-    sigma: float, params: AdaptiveParams, rng: np.random.Generator, reps: int
+    sigma: float, params: AdaptiveParams, seed: int, reps: int
 ) -> Callable[[float, float, float, int], float]:
     """Estimation draws (mean of ``reps`` simulations) the certifier's tests spend, with p_A = p̂, until they
-    certify threshold t = Φ(r/σ) (t = ½: the prediction) or reach N: its tests told where to stop. The grid's
-    tests are nested (certifying t certifies every lower threshold with the same draws), so one radius suffices."""
+    certify threshold t = Φ(r/σ) (t = ½: the prediction) or reach N, with the futility rule off: its tests told
+    where to stop. They still stop once t is out of reach even if every remaining draw agreed. The grid's tests
+    are nested (certifying t certifies every lower threshold with the same draws), so one radius suffices. The
+    draws are a function of (``seed``, p̂): two thresholds of one image are tested on the same draws, so the
+    lower never costs more and the saving of a step down is not chance."""
     tests_only = replace(params, futility=0.0)
 
     def draws(p_hat: float, threshold: float, alpha: float, most: int) -> float:
         radii = (sigma * float(norm.ppf(threshold)),) if threshold > 0.5 else ()
+        rng = np.random.default_rng((seed, round(p_hat * 2**40)))
         spent = []
         for _ in range(reps):
             test = GridTest(radii, sigma, alpha, most, tests_only)
@@ -140,7 +146,7 @@ def main() -> None:
                 f"{gap_summary(cohen, smaller)}"
             )
         if args.told:
-            told = told_draws(float(run.sigma), params, rng, args.reps)
+            told = told_draws(float(run.sigma), params, args.seed, args.reps)
             ideal, spent = (reference_draws(rows, float(run.sigma), told, slack) for slack in (0.0, 1.0))
             print(
                 f"    told where to stop: {ideal:,.0f} draws/image ({(run.n + run.n0) / ideal:.1f}× fewer); "

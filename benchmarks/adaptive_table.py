@@ -139,7 +139,7 @@ def reference_draws(rows: pd.DataFrame, sigma: float, estimation_draws, slack_po
             else [0.0, estimation_draws(row.n_a / row.n, 0.5, row.alpha, int(row.n))]
         )
         total += cost[1]
-        savings[level].append(cost[1] - cost[0])
+        savings[level].append(max(0.0, cost[1] - cost[0]))
     total -= sum(sum(sorted(saved, reverse=True)[:allowed]) for saved in savings.values())
     return total / len(rows)
 
