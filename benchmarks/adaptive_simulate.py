@@ -27,6 +27,7 @@ the selected class.
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -71,9 +72,11 @@ def told_draws(
     where to stop. They still stop once t is out of reach even if every remaining draw agreed. The grid's tests
     are nested (certifying t certifies every lower threshold with the same draws), so one radius suffices. The
     draws are a function of (``seed``, p̂): two thresholds of one image are tested on the same draws, so the
-    lower never costs more and the saving of a step down is not chance."""
+    lower never costs more and the saving of a step down is not chance. Being a function of its arguments, it is
+    computed once per (p̂, t, α, N) and remembered."""
     tests_only = replace(params, futility=0.0)
 
+    @functools.cache
     def draws(p_hat: float, threshold: float, alpha: float, most: int) -> float:
         radii = (sigma * float(norm.ppf(threshold)),) if threshold > 0.5 else ()
         rng = np.random.default_rng((seed, round(p_hat * 2**40)))
@@ -133,24 +136,25 @@ def main() -> None:
         simulated = [simulate(rows, float(run.sigma), params, rng, args.most) for _ in range(args.reps)]
         draws = float(np.mean([d for d, _ in simulated]))
         accuracies = [a for _, a in simulated]
+        cohen_draws = run.n + run.n0
         model = str(run.checkpoint_sha256)[:8]
         print(
             f"σ = {run.sigma:g}, model {model} ({len(rows)} images): {draws:,.0f} draws/image, "
-            f"{(run.n + run.n0) / draws:.1f}× fewer than Cohen; {gap_summary(cohen, accuracies)} (per radius: "
+            f"{cohen_draws / draws:.1f}× fewer than Cohen; {gap_summary(cohen, accuracies)} (per radius: "
             f"{' '.join(f'{g:.1f}' for g in cohen - np.mean(accuracies, axis=0))})"
         )
         if args.cohen_n:
             smaller = [simulate_cohen(rows, float(run.sigma), args.cohen_n, rng) for _ in range(args.cohen_reps)]
             print(
-                f"    Cohen at N = {args.cohen_n:,}: {(run.n + run.n0) / (args.cohen_n + run.n0):.1f}× fewer draws; "
+                f"    Cohen at N = {args.cohen_n:,}: {cohen_draws / (args.cohen_n + run.n0):.1f}× fewer draws; "
                 f"{gap_summary(cohen, smaller)}"
             )
         if args.told:
             told = told_draws(float(run.sigma), params, args.seed, args.reps)
             ideal, spent = (reference_draws(rows, float(run.sigma), told, slack) for slack in (0.0, 1.0))
             print(
-                f"    told where to stop: {ideal:,.0f} draws/image ({(run.n + run.n0) / ideal:.1f}× fewer); "
-                f"with 1 point spent: {spent:,.0f} ({(run.n + run.n0) / spent:.1f}×)"
+                f"    told where to stop: {ideal:,.0f} draws/image ({cohen_draws / ideal:.1f}× fewer); "
+                f"with 1 point spent: {spent:,.0f} ({cohen_draws / spent:.1f}×)"
             )
 
 
