@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from rsbench.records import record_of, write_record
+from rsbench.results.records import record_of, write_record
 from rsbench.store import open_store
 
 

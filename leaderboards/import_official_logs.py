@@ -17,10 +17,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from rsbench.cohen_tsv import import_tsv
 from rsbench.errors import RsbenchError
+from rsbench.results.cohen_tsv import import_tsv
 from rsbench.store import open_store
-from rsbench.store.models import CertificationRun
 
 NOISE = re.compile(r"noise_(?P<sigma>[0-9.]+)(?:_(?P<seed>\d+))?$")
 
@@ -83,10 +82,9 @@ def main() -> None:
                 continue
             try:
                 params = {key: str(value) for key, value in info.pop("params").items()}
-                run_id = import_tsv(store, path, params=params, **info)
-                with store.session() as session:  # name the log inside the archive, not the temporary folder
-                    run = session.get(CertificationRun, run_id)
-                    run.provenance = {**run.provenance, "imported_file": f"{Path(args.archive).name}:{relative}"}
+                # the log is named by its place inside the archive, not by the temporary folder
+                source = f"{Path(args.archive).name}:{relative}"
+                run_id = import_tsv(store, path, params=params, source=source, **info)
                 print(f"run {run_id}: {relative}")
             except RsbenchError as error:
                 print(f"skipped {relative}: {error}")

@@ -47,9 +47,8 @@ from scipy.stats import beta, norm
 from rsbench import hookimpl
 from rsbench.errors import RsbenchError
 from rsbench.params import hyperparameter
-from rsbench.smoothing import ABSTAIN, SmoothedClassifier
+from rsbench.smoothing import ABSTAIN, SmoothedClassifier, SpeedParams, speed_options
 from rsbench.specs import Certificate, CertificationRequest, Certifier
-from rsbench_plugins.cohen import SpeedParams, speed_options
 
 BET_FRACTIONS = np.array([1.0, 0.99, 0.97, 0.9, 0.7, 0.5, 0.3, 0.1, 0.03, 0.01])
 """c_m of the mixture: λ_m = c_m / t bets that fraction of the largest bet keeping wealth nonnegative."""

@@ -32,7 +32,7 @@ _EXPORTS = {
     "Dataset": "rsbench.specs",
     "Normalization": "rsbench.specs",
     "Schedule": "rsbench.specs",
-    "SmoothedClassifierProtocol": "rsbench.specs",
+    "SmoothedClassifierBase": "rsbench.specs",
     "InMemoryDataset": "rsbench.data",
     "RsbenchError": "rsbench.errors",
 }

@@ -10,8 +10,6 @@ ranks, each committing its own rows into the one run. Everything is validated be
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -26,11 +24,12 @@ from rsbench.data import data_root
 from rsbench.distributed import World, current_world, rank_device
 from rsbench.errors import RsbenchError, check_seed
 from rsbench.params import params_to_dict, parse_params
-from rsbench.plugins import get_certifier, get_dataset
-from rsbench.progress import make_progress
+from rsbench.plugins import get_certifier, get_dataset, plugin_sources
+from rsbench.progress import console, make_progress
+from rsbench.protocol import CertificationProtocol, RunDescription
 from rsbench.provenance import auto_device, file_sha256, provenance
 from rsbench.smoothing import max_certified_radius
-from rsbench.specs import Certificate, CertificationRequest, Dataset, SmoothedClassifierProtocol
+from rsbench.specs import Certificate, CertificationRequest, Dataset, SmoothedClassifierBase
 from rsbench.store import Store
 
 
@@ -42,8 +41,9 @@ class CertificationJob:
     sigma: float
     dataset: Dataset
     split: Any
-    smoothed: SmoothedClassifierProtocol
+    smoothed: SmoothedClassifierBase
     request: CertificationRequest
+    protocol: CertificationProtocol
     device: torch.device
     run_id: int
     todo: list[int]
@@ -96,28 +96,6 @@ def training_budget(meta: dict[str, Any], dataset: Dataset) -> str:
     return "full" if same and meta.get("train_limit") is None else "custom"
 
 
-def protocol_key(sha256: str, sigma: float, config: CertifyConfig, certifier_params: dict[str, Any]) -> str:
-    """A run's identity: its checkpoint and certification protocol. Not the indices it covers: several
-    selections (or shards) of one protocol are rows of one run, never extra seeds."""
-    identity = {
-        "checkpoint": sha256,
-        "kind": config.kind,
-        "certifier": config.certifier,
-        "params": certifier_params,
-        "sigma": sigma,
-        "n0": config.n0 if config.kind == "certify" else None,
-        "n": config.n,
-        "alpha": config.alpha,
-        "radii": list(config.radii),
-        "split": config.split,
-        "noise_seed": config.noise_seed,
-        "dataset": config.dataset,
-        "normalization": config.normalization,
-        "budget": config.budget,
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
-
 def noise_generators(config: CertifyConfig, indices: Sequence[int], device: torch.device) -> list[torch.Generator]:
     """One noise stream per example, seeded by (noise seed, index)."""
     return [torch.Generator(device=device).manual_seed(config.noise_seed * 1_000_003 + i) for i in indices]
@@ -142,57 +120,66 @@ def open_job(config: CertifyConfig, store: Store) -> CertificationJob:
     certifier_params = parse_params(certifier.Params, config.certifier_params, f"certifier {config.certifier!r}")
     device = auto_device(rank_device(current_world(config.device), config.device))
     smoothed = certifier.create(classifier.to(device), dataset.num_classes, float(sigma), certifier_params)
+    if not isinstance(smoothed, SmoothedClassifierBase):
+        raise RsbenchError(
+            f"certifier {config.certifier!r} created a {type(smoothed).__name__}, not a SmoothedClassifierBase",
+            "its create() must return a subclass of rsbench.SmoothedClassifierBase (see CONTRIBUTING.md)",
+        )
     split = dataset.load(data_root(config.data_dir), config.split, False)
     indices = select_indices(len(split), config)  # type: ignore[arg-type]  # map-style datasets have a length
     request = CertificationRequest(config.n0, config.n, config.alpha, config.batch, tuple(config.radii))
-    check_request = getattr(smoothed, "check_request", None)  # optional in the contract
-    if check_request is not None:
-        check_request(request)
-    sha256 = file_sha256(config.checkpoint)
-    fields = run_record(config, meta, dataset, float(sigma), sha256, params_to_dict(certifier_params), device)
-    training = store.training_run_for(sha256)
-    selection = {"list": indices} if config.indices is not None else {"skip": config.skip, "limit": config.limit}
-    run_id, done = store.start_run(
-        indices=indices, selection=selection, training_run_id=training.id if training else None, **fields
+    smoothed.check_request(request)
+    protocol, description = describe_run(
+        config, meta, dataset, float(sigma), file_sha256(config.checkpoint), params_to_dict(certifier_params), device
     )
+    protocol.check()
+    training = store.training_run_for(protocol.checkpoint_sha256 or "")
+    selection = {"list": indices} if config.indices is not None else {"skip": config.skip, "limit": config.limit}
+    run_id, done = store.start_run(protocol, description, indices, selection, training.id if training else None)
     todo = [i for i in indices if i not in done]
-    return CertificationJob(config, float(sigma), dataset, split, smoothed, request, device, run_id, todo)
+    return CertificationJob(config, float(sigma), dataset, split, smoothed, request, protocol, device, run_id, todo)
 
 
-def run_record(
+def describe_run(
     config: CertifyConfig, meta: dict[str, Any], dataset: Dataset, sigma: float, sha256: str,
     certifier_params: dict[str, Any], device: torch.device,
-) -> dict[str, Any]:  # fmt: skip
-    """What the store records of a certification run: its protocol (and the key made of it), the model it
-    certifies (from the checkpoint's metadata) and its provenance."""
+) -> tuple[CertificationProtocol, RunDescription]:  # fmt: skip
+    """A certification run's protocol (its identity) and its description: the model it certifies (from the
+    checkpoint's metadata) and its provenance, including the plugin distributions that built it."""
     certifying = config.kind == "certify"
-    recorded = {k: v for k, v in meta.items() if k in ("preset", "provenance", "train_limit")}
-    return dict(
-        kind=config.kind, origin="rsbench", protocol_key=protocol_key(sha256, sigma, config, certifier_params),
-        dataset=dataset.name, split=config.split, method=meta.get("method", "unknown"),
-        params=meta.get("params", {}), arch=meta.get("arch"), sigma=sigma, train_sigma=meta.get("sigma"),
-        seed=meta.get("seed"), noise_seed=config.noise_seed, certifier=config.certifier,
-        certifier_params=certifier_params, n0=config.n0 if certifying else None, n=config.n, alpha=config.alpha,
-        batch_size=config.batch, budget=config.budget or training_budget(meta, dataset),
-        experiment=config.experiment, checkpoint_path=str(Path(config.checkpoint).resolve()),
+    protocol = CertificationProtocol(
+        kind=config.kind, dataset=dataset.name, split=config.split, sigma=sigma, train_sigma=meta.get("sigma"),
+        certifier=config.certifier, certifier_params=certifier_params, n0=config.n0 if certifying else None,
+        n=config.n, alpha=config.alpha, radii=tuple(config.radii), noise_seed=config.noise_seed,
+        normalization=config.normalization, budget=config.budget or training_budget(meta, dataset),
         checkpoint_sha256=sha256,
-        provenance={**provenance(device), "images_per_batch": config.images_per_batch,
-                    "radii": list(config.radii), "checkpoint_meta": recorded},
     )  # fmt: skip
+    recorded = {k: v for k, v in meta.items() if k in ("preset", "provenance", "train_limit")}
+    method = meta.get("method", "unknown")
+    plugins = plugin_sources(
+        dataset=dataset.name, certifier=config.certifier, architecture=meta.get("arch"),
+        method=method if method != "unknown" else None,
+    )  # fmt: skip
+    description = RunDescription(
+        origin="rsbench", method=method, params=meta.get("params", {}), arch=meta.get("arch"), seed=meta.get("seed"),
+        batch_size=config.batch, experiment=config.experiment, checkpoint_path=str(Path(config.checkpoint).resolve()),
+        provenance={
+            **provenance(device), "plugins": plugins, "images_per_batch": config.images_per_batch,
+            "checkpoint_meta": recorded,
+        },
+    )  # fmt: skip
+    return protocol, description
 
 
 def certify_chunk(job: CertificationJob, indices: Sequence[int], images: torch.Tensor) -> list[Certificate]:
     """Certificates (or, for ``predict``, predictions with radius 0) of the examples at ``indices``, whose
-    ``images`` [K,C,H,W] are already loaded."""
+    ``images`` [K,C,H,W] are already loaded; the K inputs share forward passes."""
     xs = images.to(job.device)
     generators = noise_generators(job.config, indices, job.device)
     if job.config.kind == "certify":
         return job.smoothed.certify_batch(xs, job.request, generators)
-    request = job.request
-    return [
-        Certificate(job.smoothed.predict(x, request.n, request.alpha, request.batch_size, g), 0.0, request.n)
-        for x, g in zip(xs, generators, strict=True)
-    ]
+    predictions = job.smoothed.predict_batch(xs, job.request, generators)
+    return [Certificate(prediction, 0.0, job.request.n) for prediction in predictions]
 
 
 def record(
@@ -203,28 +190,29 @@ def record(
     certificates: Sequence[Certificate],
     seconds: float,
 ) -> list[tuple[int, float]]:
-    """Commit one row per example; returns (correct, radius) per row for the progress line."""
+    """Commit one row per example (one transaction); returns (correct, radius) per row for the progress line."""
     config = job.config
-    rows = []
-    for index, label, certificate in zip(indices, labels, certificates, strict=True):
-        correct = int(certificate.prediction == label)
-        store.add_result(
-            job.run_id,
+    certifying = config.kind == "certify"
+    rows = [
+        dict(
             idx=index,
             label=label,
             predict=certificate.prediction,
             radius=certificate.radius,
-            radius_kind=certificate.radius_kind if config.kind == "certify" else None,
-            correct=correct,
+            radius_kind=certificate.radius_kind if certifying else None,
+            correct=int(certificate.prediction == label),
             n_a=certificate.n_a,
+            p_a_lower=certificate.p_a_lower,
             n=config.n,
-            n0=config.n0 if config.kind == "certify" else None,
+            n0=config.n0 if certifying else None,
             alpha=config.alpha,
             draws=certificate.draws,
             seconds=seconds / len(indices),
-        )
-        rows.append((correct, certificate.radius))
-    return rows
+        )  # fmt: skip
+        for index, label, certificate in zip(indices, labels, certificates, strict=True)
+    ]
+    store.add_certificates(job.run_id, rows)
+    return [(int(c.prediction == label), c.radius) for label, c in zip(labels, certificates, strict=True)]
 
 
 def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reuse_complete: bool = False) -> int:
@@ -232,6 +220,12 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reu
     requested example is an error, or is returned as it is with ``reuse_complete``."""
     world = current_world(config.device)
     job = open_job_in_turn(config, store, world)
+    if world.main and job.protocol.sigma_mismatch:
+        console.print(
+            f"[yellow]note:[/] certifying at σ = {job.sigma:g}, but the model was trained at σ = "
+            f"{job.protocol.train_sigma:g}: the leaderboard shows this run as its own, marked row",
+            highlight=False,
+        )
     if not job.todo:
         if world.main:
             store.finish_run(job.run_id)
@@ -243,7 +237,7 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reu
         )
     previous = store.results([job.run_id])
     outcomes = list(zip(previous["correct"].tolist(), previous["radius"].tolist(), strict=True))
-    group = config.images_per_batch if config.kind == "certify" else 1
+    group = config.images_per_batch
     mine = world.shard(job.todo)
     with make_progress(show_progress and world.main) as progress:
         task = progress.add_task(
@@ -256,9 +250,10 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reu
             certificates = certify_chunk(job, chunk, torch.stack([x for x, _ in examples]))
             labels = [int(y) for _, y in examples]
             outcomes += record(job, store, chunk, labels, certificates, time.perf_counter() - started)
-            accuracy = sum(c for c, _ in outcomes) / len(outcomes)
-            acr = sum(c * r for c, r in outcomes) / len(outcomes)
-            progress.update(task, advance=len(chunk), status=f"accuracy {accuracy:.3f}  ACR {acr:.3f}")
+            status = f"accuracy {sum(c for c, _ in outcomes) / len(outcomes):.3f}"
+            if config.kind == "certify":
+                status += f"  ACR {sum(c * r for c, r in outcomes) / len(outcomes):.3f}"
+            progress.update(task, advance=len(chunk), status=status)
     world.barrier()
     if world.main:
         store.finish_run(job.run_id)

@@ -8,8 +8,9 @@ import json
 import math
 import os
 import sys
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 import typer.core
@@ -20,6 +21,7 @@ from rsbench.progress import console
 
 if TYPE_CHECKING:
     from rsbench.config import CertifyConfig
+    from rsbench.protocol import Split
 
 
 class OneLineErrors(typer.core.TyperGroup):
@@ -43,12 +45,15 @@ class OneLineErrors(typer.core.TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-class TrainCommand(typer.core.TyperCommand):
-    """``rsbench train --method NAME --help`` (or ``--preset NAME --help``) also lists the method's
-    hyperparameters, which are flags of their own."""
+class ParamsCommand(typer.core.TyperCommand):
+    """A command whose plugin's hyperparameters are flags of their own: ``rsbench train --method NAME
+    --help`` (or ``--preset NAME``) lists the method's, ``rsbench certify --certifier NAME --help`` the
+    certifier's."""
+
+    selectors: tuple[str, ...] = ()
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        for flag in ("--method", "--preset"):
+        for flag in self.selectors:
             for index, token in enumerate(args):
                 if token == flag and index + 1 < len(args):
                     ctx.meta[flag] = args[index + 1]
@@ -58,28 +63,49 @@ class TrainCommand(typer.core.TyperCommand):
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         super().format_help(ctx, formatter)
-        from rsbench.config import find_preset
         from rsbench.params import describe_params
-        from rsbench.plugins import get_manager, get_method
 
         try:
-            name = ctx.meta.get("--method")
-            if name is None and "--preset" in ctx.meta:
-                name = find_preset(ctx.meta["--preset"])[0]
-            methods = [get_method(name)] if name else [m for _, m in get_manager().methods.items()]
+            things = self.described(ctx)
         except RsbenchError as error:
-            console.print(f"[red]{error.message}[/]")
+            console.print(f"[red]{error.message}[/]", highlight=False)
             return
-        for method in methods:
-            console.print(f"\n[bold]--method {method.name}[/]: {method.description}")
-            for param in describe_params(method.Params):
+        for flag, thing in things:
+            console.print(f"\n{flag} {thing.name}: {thing.description}", markup=False, highlight=False)
+            for param in describe_params(thing.Params):
                 constraint = f" [{param['constraint']}]" if param["constraint"] else ""
-                flag = "--" + param["name"].replace("_", "-")
+                option = "--" + param["name"].replace("_", "-")
                 console.print(
-                    f"  {flag} {param['type']} = {param['default']}{constraint}: {param['help']}",
+                    f"  {option} {param['type']} = {param['default']}{constraint}: {param['help']}",
                     markup=False,
                     highlight=False,
                 )
+
+    def described(self, ctx: Any) -> list[tuple[str, Any]]:
+        raise NotImplementedError
+
+
+class TrainCommand(ParamsCommand):
+    selectors = ("--method", "--preset")
+
+    def described(self, ctx: Any) -> list[tuple[str, Any]]:
+        from rsbench.config import find_preset
+        from rsbench.plugins import get_manager, get_method
+
+        name = ctx.meta.get("--method")
+        if name is None and "--preset" in ctx.meta:
+            name = find_preset(ctx.meta["--preset"])[0]
+        methods = [get_method(name)] if name else [m for _, m in get_manager().methods.items()]
+        return [("--method", method) for method in methods]
+
+
+class CertifyCommand(ParamsCommand):
+    selectors = ("--certifier",)
+
+    def described(self, ctx: Any) -> list[tuple[str, Any]]:
+        from rsbench.plugins import get_certifier
+
+        return [("--certifier", get_certifier(ctx.meta.get("--certifier", "cohen")))]
 
 
 app = typer.Typer(
@@ -92,6 +118,23 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 out = typer.echo  # results go to stdout; progress and messages to stderr
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rsbench import __version__
+
+        out(f"rsbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Train, certify and rank randomized-smoothing classifiers."""
 
 
 def fail(message: str, hint: str | None = None) -> NoReturn:
@@ -314,120 +357,109 @@ def _run_certification(config: CertifyConfig, db: str | None, show_progress: boo
     out(str(run_id))
 
 
-@app.command()
-@handle_errors
-def certify(
-    checkpoint: CheckpointArgument,
-    sigma: SigmaOption = None,
-    n0: Annotated[int, typer.Option(help="Selection draws.")] = 100,
-    n: Annotated[int, typer.Option(help="Estimation draws.")] = 100_000,
-    alpha: Annotated[float, typer.Option(help="Failure probability of the certificate.")] = 0.001,
-    batch: BatchOption = 1000,
-    split: SplitOption = "test",
-    skip: SkipOption = 1,
-    limit: LimitOption = None,
-    indices: IndicesOption = None,
-    noise_seed: NoiseSeedOption = 0,
-    dataset: DatasetOption = None,
-    normalization: NormalizationOption = None,
-    certifier: CertifierOption = "cohen",
-    param: CertifierParamOption = None,
-    radii: Annotated[
-        str | None, typer.Option(help="Radii a grid certifier decides, start:stop:step or a list (ℓ2, [0,1] pixels).")
-    ] = None,
-    data_dir: DataDirOption = None,
-    device: DeviceOption = None,
-    images_per_batch: Annotated[int, typer.Option(help="Inputs sharing one forward pass (faster on GPUs).")] = 1,
-    budget: Annotated[str | None, typer.Option(help="Label of a scaled-down protocol, e.g. quick.")] = None,
-    db: DbOption = None,
-    progress: ProgressOption = True,
-):
-    """Certify the smoothed classifier of a checkpoint (Cohen's CERTIFY); rows go to the store as they are
-    done, and rerunning an interrupted command resumes it. Prints the run id.
+CERTIFY_HELP = """Certify the smoothed classifier of a checkpoint (Cohen's CERTIFY, or another certifier); rows
+go to the store as they are done, and rerunning an interrupted command resumes it. Prints the run id.
 
-    Examples:
+Certifier hyperparameters are flags of their own (`--certifier adaptive --stages 8`), as is
+`--param key=value`; `rsbench certify --certifier NAME --help` lists them.
 
-        rsbench certify runs/mnist/gaussian-sigma0.5-seed0/checkpoint.pth.tar --skip 100 --n 10000
+Examples:
 
-        rsbench certify cohen_models/cifar10/resnet110/noise_0.50/checkpoint.pth.tar --dataset cifar10
-    """
-    from rsbench.config import CertifyConfig, parse_radii
+    rsbench certify runs/mnist/gaussian-sigma0.5-seed0/checkpoint.pth.tar --skip 100 --n 10000
 
-    config = CertifyConfig(
-        checkpoint=str(checkpoint),
-        kind="certify",
-        sigma=sigma,
-        n0=n0,
-        n=n,
-        alpha=alpha,
-        batch=batch,
-        split=split,
-        skip=skip,
-        limit=limit,
-        indices=list(parse_ints(indices, "--indices")) if indices is not None else None,
-        noise_seed=noise_seed,
-        dataset=dataset,
-        normalization=normalization,
-        certifier=certifier,
-        certifier_params=parse_key_values(param),
-        radii=parse_radii(radii),
-        data_dir=str(data_dir) if data_dir else None,
-        device=device,
-        budget=budget,
-        images_per_batch=images_per_batch,
+    rsbench certify CHECKPOINT --certifier adaptive --radii 0:2.5:0.25 --futility 0.01
+
+    rsbench certify cohen_models/cifar10/resnet110/noise_0.50/checkpoint.pth.tar --dataset cifar10
+"""
+PREDICT_HELP = """Predict with the smoothed classifier (Cohen's PREDICT, abstaining when the top two classes cannot
+be told apart at level α). Prints the run id.
+
+Example:
+
+    rsbench predict runs/mnist/gaussian-sigma0.5-seed0/checkpoint.pth.tar --n 1000 --limit 100
+"""
+
+
+def _certification_command(kind: str):
+    """``rsbench certify`` or ``rsbench predict``: one option set and one config builder for both."""
+    certifying = kind == "certify"
+
+    def command(
+        ctx: typer.Context,
+        checkpoint: CheckpointArgument,
+        sigma: SigmaOption = None,
+        n0: Annotated[int, typer.Option(help="Selection draws.", hidden=not certifying)] = 100,
+        n: Annotated[int, typer.Option(help="Estimation draws." if certifying else "Noise draws.")] = (
+            100_000 if certifying else 1000
+        ),
+        alpha: Annotated[
+            float, typer.Option(help="Failure probability of the certificate." if certifying else "Level of the test.")
+        ] = 0.001,
+        batch: BatchOption = 1000,
+        split: SplitOption = "test",
+        skip: SkipOption = 1,
+        limit: LimitOption = None,
+        indices: IndicesOption = None,
+        noise_seed: NoiseSeedOption = 0,
+        dataset: DatasetOption = None,
+        normalization: NormalizationOption = None,
+        certifier: CertifierOption = "cohen",
+        param: CertifierParamOption = None,
+        radii: Annotated[
+            str | None,
+            typer.Option(
+                help="Radii a grid certifier decides, start:stop:step or a list (ℓ2, [0,1] pixels).",
+                hidden=not certifying,
+            ),
+        ] = None,
+        data_dir: DataDirOption = None,
+        device: DeviceOption = None,
+        images_per_batch: Annotated[int, typer.Option(help="Inputs sharing one forward pass (faster on GPUs).")] = 1,
+        budget: Annotated[str | None, typer.Option(help="Label of a scaled-down protocol, e.g. quick.")] = None,
+        db: DbOption = None,
+        progress: ProgressOption = True,
+    ):
+        from rsbench.config import CertifyConfig, parse_radii
+
+        config = CertifyConfig(
+            checkpoint=str(checkpoint),
+            kind="certify" if certifying else "predict",
+            sigma=sigma,
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            batch=batch,
+            split=cast("Split", split),  # checked against the vocabulary before anything runs
+            skip=skip,
+            limit=limit,
+            indices=list(parse_ints(indices, "--indices")) if indices is not None else None,
+            noise_seed=noise_seed,
+            dataset=dataset,
+            normalization=normalization,
+            certifier=certifier,
+            certifier_params={**parse_key_values(param), **parse_extra_flags(ctx.args)},
+            radii=parse_radii(radii) if certifying else (),
+            data_dir=str(data_dir) if data_dir else None,
+            device=device,
+            budget=budget,
+            images_per_batch=images_per_batch,
+        )
+        _run_certification(config, db, progress)
+
+    # the annotations name ``certifying``, which typer's evaluation (module globals only) would not see
+    command.__annotations__ = typing.get_type_hints(
+        command, {**globals(), "certifying": certifying}, include_extras=True
     )
-    _run_certification(config, db, progress)
+    return command
 
 
-@app.command()
-@handle_errors
-def predict(
-    checkpoint: CheckpointArgument,
-    sigma: SigmaOption = None,
-    n: Annotated[int, typer.Option(help="Noise draws.")] = 1000,
-    alpha: Annotated[float, typer.Option(help="Level of the binomial test.")] = 0.001,
-    batch: BatchOption = 1000,
-    split: SplitOption = "test",
-    skip: SkipOption = 1,
-    limit: LimitOption = None,
-    indices: IndicesOption = None,
-    noise_seed: NoiseSeedOption = 0,
-    dataset: DatasetOption = None,
-    normalization: NormalizationOption = None,
-    certifier: CertifierOption = "cohen",
-    param: CertifierParamOption = None,
-    data_dir: DataDirOption = None,
-    device: DeviceOption = None,
-    db: DbOption = None,
-    progress: ProgressOption = True,
-):
-    """Predict with the smoothed classifier (Cohen's PREDICT, abstaining when the top two classes cannot be
-    told apart at level α). Prints the run id.
-
-    Example: `rsbench predict runs/mnist/gaussian-sigma0.5-seed0/checkpoint.pth.tar --n 1000 --limit 100`
-    """
-    from rsbench.config import CertifyConfig
-
-    config = CertifyConfig(
-        checkpoint=str(checkpoint),
-        kind="predict",
-        sigma=sigma,
-        n=n,
-        alpha=alpha,
-        batch=batch,
-        split=split,
-        skip=skip,
-        limit=limit,
-        indices=list(parse_ints(indices, "--indices")) if indices is not None else None,
-        noise_seed=noise_seed,
-        dataset=dataset,
-        normalization=normalization,
-        certifier=certifier,
-        certifier_params=parse_key_values(param),
-        data_dir=str(data_dir) if data_dir else None,
-        device=device,
-    )
-    _run_certification(config, db, progress)
+for _kind, _help in (("certify", CERTIFY_HELP), ("predict", PREDICT_HELP)):
+    app.command(
+        _kind,
+        cls=CertifyCommand,
+        help=_help,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(handle_errors(_certification_command(_kind)))
 
 
 # ------------------------------------------------------------------------------ import / export / runs
@@ -462,7 +494,7 @@ def import_(
 
         rsbench import noise_0.50.tsv --dataset mnist --method gaussian --sigma 0.5
     """
-    from rsbench.records import import_record, is_record_path
+    from rsbench.results.records import import_record, is_record_path
     from rsbench.store import open_store
 
     records = [is_record_path(path) for path in files]
@@ -479,7 +511,7 @@ def import_(
         return
     if dataset is None or method is None or sigma is None:
         fail("a TSV log needs --dataset, --method and --sigma", "e.g. --dataset mnist --method gaussian --sigma 0.5")
-    from rsbench.cohen_tsv import import_tsv
+    from rsbench.results.cohen_tsv import import_tsv
 
     params = parse_key_values(param)
     for index, path in enumerate(files):
@@ -525,8 +557,8 @@ def export(
 
         rsbench export 3 -o noise_0.50.tsv
     """
-    from rsbench.cohen_tsv import export_tsv
-    from rsbench.records import is_record_path, record_of, write_record
+    from rsbench.results.cohen_tsv import export_tsv
+    from rsbench.results.records import is_record_path, record_of, write_record
     from rsbench.store import open_store
 
     fmt = fmt or ("json" if output is None or is_record_path(output) else "tsv")
@@ -549,51 +581,26 @@ def export(
 
 @app.command()
 @handle_errors
-def runs(dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None, db: DbOption = None):
+def runs(
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the LIMIT most recent runs.")] = None,
+    db: DbOption = None,
+):
     """List certification runs in the store (origin says ``predict`` for predictions and ``running`` for an
     unfinished run).
 
-    Example: `rsbench runs --dataset mnist`
+    Examples: `rsbench runs --dataset mnist`, `rsbench runs --limit 10`
     """
-    import pandas as pd
-    from rich import box
-    from sqlalchemy.engine import make_url
-
-    from rsbench.render import params_text
+    from rsbench.results.tables import runs_table
     from rsbench.store import open_store
 
+    if limit is not None and limit < 1:
+        fail(f"--limit must be at least 1, not {limit}")
     store = open_store(db)
     frame = store.runs(dataset, kind=None)
-    frame = frame.astype(object).where(frame.notna(), None)
-    table = Table(
-        title=f"runs in {make_url(store.url).render_as_string(hide_password=True)}",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        collapse_padding=True,
-        pad_edge=False,
-    )
-    for column in ("id", "dataset", "method", "σ", "seed", "N", "examples", "budget", "origin"):
-        wrap = column == "method"
-        table.add_column(column, no_wrap=not wrap, overflow="fold", min_width=12 if wrap else None)
-    counts = store.result_counts(frame["id"].tolist())
-    for row in frame.itertuples():
-        method = f"{row.method} ({params_text(row.params)})" if row.params else row.method
-        notes = [row.kind] * (row.kind != "certify") + [row.status] * (row.status != "complete")
-        origin = ", ".join([row.origin, *notes])
-        done = counts.get(row.id, 0)
-        examples = f"{done:,}" if done == row.num_planned else f"{done:,}/{row.num_planned:,}"
-        table.add_row(
-            str(row.id),
-            row.dataset,
-            method,
-            f"{row.sigma:g}",
-            "-" if pd.isna(row.seed) else str(row.seed),
-            f"{row.n:,}",
-            examples,
-            row.budget or "full",
-            origin,
-        )
-    console.print(table)
+    if limit is not None:
+        frame = frame.tail(limit)
+    console.print(runs_table(frame, store.result_counts(frame["id"].tolist()), store.url))
 
 
 # --------------------------------------------------------------------------------------- leaderboard
@@ -605,6 +612,7 @@ def leaderboard(
     dataset: Annotated[str, typer.Option(help="Dataset to rank.")],
     fmt: Annotated[str, typer.Option("--format", help="rich, markdown, latex, csv or json.")] = "rich",
     radii: Annotated[str | None, typer.Option(help="Radius grid start:stop:step or a list.")] = None,
+    sort_by: Annotated[str, typer.Option(help="Rank by acr, or by certified accuracy at a radius (0.50).")] = "acr",
     reported: Annotated[bool, typer.Option("--reported", help="Add the paper's reported rows.")] = False,
     columns: Annotated[
         str | None, typer.Option(help="Columns of rich/markdown/latex tables, e.g. 'method,acr,0.50,1.00'.")
@@ -614,14 +622,17 @@ def leaderboard(
     plot: Annotated[Path | None, typer.Option(help="Also plot certified accuracy vs radius (PNG + PDF).")] = None,
     db: DbOption = None,
 ):
-    """Rank methods by σ and protocol: ACR and certified accuracy at each radius, mean ± std over seeds.
+    """Rank methods within each σ and protocol by ACR (or certified accuracy at a radius): mean ± std over
+    distinct training seeds.
 
     Columns (`--columns`): sigma, method, params, arch, origin, seeds, acr, each radius (`0.50`), clean,
-    abstain, certifier, draws, n, n0, alpha, examples, split, budget.
+    abstain, certifier, radii, draws, n, n0, alpha, examples, split, budget.
 
     Examples:
 
         rsbench leaderboard --dataset mnist
+
+        rsbench leaderboard --dataset mnist --sort-by 1.00
 
         rsbench leaderboard --dataset mnist --reported --format markdown -o leaderboards/mnist.md
 
@@ -629,35 +640,32 @@ def leaderboard(
 
         rsbench leaderboard --dataset mnist --format json --radii 0:3.5:0.5
     """
-    from sqlalchemy.engine import make_url
-
-    from rsbench import figures, render
-    from rsbench import leaderboard as lb
+    from rsbench.atomic import atomic_write_text
     from rsbench.plugins import get_dataset
+    from rsbench.results import board as boards
+    from rsbench.results import figures, render
     from rsbench.store import open_store
 
     get_dataset(dataset)
     if fmt not in render.FORMATS:
         fail(f"unknown format {fmt!r}", "choose " + ", ".join(render.FORMATS))
     wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    chosen_radii = boards.parse_radii(radii)
+    boards.check_sort_by(sort_by, chosen_radii)
     store = open_store(db)
-    board = lb.build(store, dataset, lb.parse_radii(radii), include_reported=reported)
-    if not board["rows"]:
-        console.print(
-            f"no complete certification runs for {dataset} in "
-            f"{make_url(store.url).render_as_string(hide_password=True)}"
-        )
+    board = boards.build(store, dataset, chosen_radii, include_reported=reported, sort_by=sort_by)
+    if not board.rows:
+        console.print(f"no complete certification runs for {dataset} in {store.url}", markup=False)
     if plot:
         for path in figures.plot(store, board, plot):
-            console.print(f"wrote {path}")
+            console.print(f"wrote {path}", markup=False)
     if fmt == "rich" and output is None:
         render.print_table(board, wide, wanted)
         return
     text = render.render(board, "markdown" if fmt == "rich" else fmt, wanted)
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        console.print(f"wrote {output}")
+        atomic_write_text(output, text, make_folder=True)
+        console.print(f"wrote {output}", markup=False)
     else:
         out(text.rstrip("\n"))
 
@@ -693,8 +701,8 @@ def reproduce(
 
         rsbench reproduce table2 --budget quick --methods stability --sigmas 0.5,1.0
     """
-    from rsbench import leaderboard as lb
     from rsbench import reproduce as rp
+    from rsbench.results.render import render
     from rsbench.store import open_store
 
     if list_ or experiment is None:
@@ -723,7 +731,7 @@ def reproduce(
             f"{timing['method']} σ={timing['sigma']} seed {timing['seed']}: train "
             f"{timing['train_seconds']:.0f} s, certify {timing['certify_seconds']:.0f} s"
         )
-    out(lb.render(board, "markdown").rstrip("\n"))
+    out(render(board, "markdown").rstrip("\n"))
 
 
 # ------------------------------------------------------------------------------------------- plugins
@@ -737,27 +745,13 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     Example: `rsbench plugins --json`
     """
     from rsbench.plugins import describe_plugins
+    from rsbench.results.tables import plugins_table
 
     listing = describe_plugins()
     if as_json:
         out(json.dumps(listing, indent=2, default=str))
         return
-    table = Table(title="rsbench plugins", show_lines=True)
-    for column in ("plugin", "source", "registers"):
-        table.add_column(column)
-    for entry in listing:
-        lines = []
-        for kind, items in entry["registers"].items():
-            for item in items:
-                lines.append(f"[bold]{kind}[/] {item['name']}: {item['description']}")
-                for p in item.get("params", []):
-                    extra = f" [{p['constraint']}]" if p["constraint"] else ""
-                    flag = "--" + p["name"].replace("_", "-")
-                    lines.append(f"    {flag} {p['type']} = {p['default']}{extra}: {p['help']}")
-                if item.get("presets"):
-                    lines.append("    presets: " + ", ".join(p["name"] for p in item["presets"]))
-        table.add_row(entry["name"], f"{entry['source']} {entry['version']}".strip(), "\n".join(lines))
-    console.print(table)
+    console.print(plugins_table(listing))
 
 
 # -------------------------------------------------------------------------------------------- launch
@@ -854,13 +848,36 @@ def site(
 
     Example: `rsbench site site/ --db official.db`
     """
-    from rsbench import leaderboard as lb
-    from rsbench.site import build_site
+    from rsbench.results.board import parse_radii
+    from rsbench.results.site import build_site
     from rsbench.store import open_store
 
-    pages = build_site(open_store(db), out_dir, lb.parse_radii(radii), include_reported=reported)
+    pages = build_site(open_store(db), out_dir, parse_radii(radii), include_reported=reported)
     console.print(f"wrote {len(pages)} pages to {out_dir}")
     out(str(out_dir / "index.html"))
+
+
+db = typer.Typer(
+    cls=OneLineErrors, help="The results store: schema migrations.", no_args_is_help=True, rich_markup_mode="markdown"
+)
+app.add_typer(db, name="db")
+
+
+@db.command("upgrade")
+@handle_errors
+def db_upgrade(db: DbOption = None):
+    """Upgrade a store of an older schema in place, in one transaction (back it up first: an older rsbench
+    cannot read it afterwards). Every run and row is kept; per-run metrics are computed.
+
+    Example: `rsbench db upgrade --db rsbench.db`
+    """
+    from rsbench.store import upgrade_store
+
+    before, after = upgrade_store(db)
+    console.print(
+        f"the store was at schema version {before}" + (f", now {after}" if before != after else ": nothing to do"),
+        markup=False,
+    )
 
 
 def main() -> None:

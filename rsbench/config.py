@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import yaml
 
 from rsbench.errors import RsbenchError, did_you_mean
 from rsbench.methods import Preset
 from rsbench.plugins import get_dataset, get_manager
-from rsbench.specs import RunKind
+from rsbench.protocol import RunKind, Split
 
 
 @dataclasses.dataclass
@@ -65,7 +65,7 @@ class CertifyConfig:
     n: int = 100_000
     alpha: float = 0.001
     batch: int = 1000
-    split: str = "test"
+    split: Split = "test"
     skip: int = 1
     limit: int | None = None
     indices: list[int] | None = None

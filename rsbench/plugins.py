@@ -209,6 +209,21 @@ def get_dataset(name: str) -> Dataset:
     return get_manager().registries.dataset.get(name)
 
 
+def plugin_sources(**used: str | None) -> dict[str, dict[str, str]]:
+    """For each ``kind=name`` used by a run (``method="consistency", certifier="cohen"`` ...), the plugin that
+    registered it, with its distribution and version: a run's provenance names everything that built it."""
+    manager = get_manager()
+    sources = {}
+    for kind, name in used.items():
+        if name is None:
+            continue
+        registry = manager.registries[kind]
+        item = registry.get(name)
+        info = manager.info[registry.origin[item.name]]
+        sources[kind] = {"name": name, "plugin": info.name, "distribution": info.distribution, "version": info.version}
+    return sources
+
+
 def describe_plugins() -> list[dict[str, Any]]:
     """Every loaded plugin (built-ins first): source distribution, version, and what it registers with
     hyperparameters and presets, for ``rsbench plugins`` and its ``--json``."""

@@ -78,7 +78,7 @@ def provenance(device: torch.device | None = None) -> dict[str, Any]:
         "device": device_name(device) if device is not None else None,
         "host": platform.node(),
         "command": redact(" ".join(sys.argv)),  # a --db URL's password is never recorded
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
-from rsbench import leaderboard
+from rsbench.atomic import atomic_write_text
 from rsbench.certification import certify
 from rsbench.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from rsbench.config import CertifyConfig, TrainConfig, preset_settings, run_name
@@ -30,6 +29,8 @@ from rsbench.errors import RsbenchError, did_you_mean
 from rsbench.params import params_to_dict, parse_params
 from rsbench.plugins import get_dataset, get_method
 from rsbench.progress import console
+from rsbench.results.board import Board, build, parse_radii
+from rsbench.results.render import render
 from rsbench.store import Store
 from rsbench.training import train
 
@@ -103,7 +104,7 @@ def reproduce(
     show_progress: bool = True,
     methods: list[str] | None = None,
     sigmas: list[float] | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[Board, list[dict[str, Any]]]:
     """Train and certify every row × seed of an experiment (or those of ``methods`` and ``sigmas``) that the
     store lacks; returns the experiment's leaderboard and the time each row took here.
 
@@ -126,18 +127,14 @@ def reproduce(
         for row in selected
         for seed in experiment.get("seeds", [0])
     ]
-    radii = leaderboard.parse_radii(experiment.get("radii"))
-    board = leaderboard.build(store, experiment["dataset"], radii)
+    board = build(store, experiment["dataset"], parse_radii(experiment.get("radii")))
     wanted = {row_key(r["method"], r["params"], r["sigma"], r["arch"]) for r in experiment["rows"]}
-    board["rows"] = [
-        r
-        for r in board["rows"]
-        if r["budget"] == budget.name and row_key(r["method"], r["params"], r["sigma"], r["arch"]) in wanted
+    board.rows = [
+        r for r in board.rows if r.budget == budget.name and row_key(r.method, r.params, r.sigma, r.arch) in wanted
     ]
     if output_dir:
         path = Path(output_dir) / f"{name}-{budget.name}.md"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(experiment_markdown(experiment, budget, board))
+        atomic_write_text(path, experiment_markdown(experiment, budget, board), make_folder=True)
         console.print(f"wrote {path}")
     return board, timings
 
@@ -174,7 +171,7 @@ def run_row(
     return {"method": row["method"], "sigma": row["sigma"], "params": row["params"], "seed": seed, **timing}
 
 
-def experiment_markdown(experiment: dict[str, Any], budget: Budget, board: dict[str, Any]) -> str:
+def experiment_markdown(experiment: dict[str, Any], budget: Budget, board: Board) -> str:
     images = "all test images" if budget.skip == 1 else f"test indices 0, {budget.skip}, {2 * budget.skip}, …"
     if budget.limit:
         images += f", at most {budget.limit}"
@@ -187,5 +184,5 @@ def experiment_markdown(experiment: dict[str, Any], budget: Budget, board: dict[
         f"# {experiment['name']} ({budget.name})\n\n{experiment['description']}.\n\nProtocol: {protocol}.\n\n"
         f"Regenerate: `rsbench reproduce {experiment['name']} --budget {budget.name}` (skips what the store "
         f"holds), or `rsbench leaderboard --dataset {experiment['dataset']}` for the whole store.\n\n"
-        + leaderboard.render(board, "markdown")
+        + render(board, "markdown")
     )

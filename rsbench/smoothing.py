@@ -15,17 +15,42 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from scipy.stats import binomtest, norm
 from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 
-from rsbench.specs import Certificate, CertificationRequest
+from rsbench.params import hyperparameter
+from rsbench.specs import Certificate, CertificationRequest, SmoothedClassifierBase
 
 ABSTAIN = -1
 PRECISIONS = ("float32", "bfloat16", "float16")
 CPU_FORWARD_BATCH = 128
+
+
+@dataclass(frozen=True)
+class SpeedParams:
+    """How the base classifier is run, hyperparameters of every certifier built on
+    :class:`SmoothedClassifier`; none of them changes the noise drawn."""
+
+    forward_batch: int = hyperparameter(
+        0, "noisy copies per forward pass; 0 = what suits the device (128 on a CPU, the whole --batch on a GPU)", min=0
+    )
+    compile: bool = hyperparameter(False, "run the model through torch.compile (opt-in; first batches compile)")
+    precision: str = hyperparameter(
+        "float32",
+        "forward-pass precision; bfloat16/float16 (CUDA autocast) certify the reduced-precision classifier, "
+        "which may predict differently from float32: sound for that classifier only",
+        choices=PRECISIONS,
+    )
+
+
+def speed_options(params: SpeedParams) -> dict[str, Any]:
+    """The keyword arguments of :class:`SmoothedClassifier` that ``params`` sets."""
+    return {"forward_batch": params.forward_batch or None, "compile": params.compile, "precision": params.precision}
 
 
 def suited_forward_batch(device: torch.device) -> int | None:
@@ -68,10 +93,10 @@ def certify_from_counts(
     return Certificate(top, sigma * float(norm.ppf(p_a)), draws, "exact", n_a, p_a)
 
 
-class SmoothedClassifier:
+class SmoothedClassifier(SmoothedClassifierBase):
     """A smoothed classifier g(x) = argmax_c P(f(x+δ) = c), δ ~ N(0, σ²I), σ in [0,1] pixel units.
 
-    Implements the certifier contract (:class:`rsbench.specs.SmoothedClassifierProtocol`) with Cohen's
+    Implements the certifier contract (:class:`rsbench.specs.SmoothedClassifierBase`) with Cohen's
     CERTIFY, and Cohen's own ``certify``/``predict`` interface on top of it.
     """
 
@@ -146,7 +171,21 @@ class SmoothedClassifier:
         _check_sampling(n, "n")
         _check_alpha(alpha)
         self.base_classifier.eval()
-        counts = self.sample_counts(x, n, batch_size, generator)
+        return self._predict_from_counts(self.sample_counts(x, n, batch_size, generator), alpha)
+
+    def predict_batch(
+        self, xs: torch.Tensor, request: CertificationRequest, generators: Sequence[torch.Generator | None]
+    ) -> list[int]:
+        """PREDICT for each input of ``xs`` [K,C,H,W] with ``request.n`` draws at level ``request.alpha``;
+        their noisy copies share forward passes of ``request.batch_size``, each input drawing from its own
+        generator."""
+        _check_sampling(request.n, "n")
+        _check_alpha(request.alpha)
+        self.base_classifier.eval()
+        counts = self.sample_counts_many(xs, request.n, request.batch_size, generators)
+        return [self._predict_from_counts(c, request.alpha) for c in counts]
+
+    def _predict_from_counts(self, counts: torch.Tensor, alpha: float) -> int:
         top2 = torch.topk(counts, 2 if self.num_classes > 1 else 1)
         count1 = int(top2.values[0])
         count2 = int(top2.values[1]) if len(top2.values) > 1 else 0

@@ -3,15 +3,17 @@ what the certification engine exchanges with a certifier."""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
 from torch import Generator, Tensor, nn
 from torch.utils.data import Dataset as TorchDataset
 
 from rsbench.params import NoParams
+from rsbench.protocol import RadiusKind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,14 +81,6 @@ class Architecture:
     prefix: bool = False
 
 
-RunKind = Literal["certify", "predict"]
-"""What a certification run computes: CERTIFY's prediction and radius, or PREDICT's prediction alone."""
-
-RadiusKind = Literal["exact", "grid"]
-"""What a certified radius means: ``exact`` is CERTIFY's σ·Φ⁻¹(p_A lower bound) from its final bound;
-``grid`` is the largest requested radius that was certified, a lower bound on CERTIFY's radius."""
-
-
 @dataclasses.dataclass(frozen=True)
 class CertificationRequest:
     """What the engine asks of a certifier for each input.
@@ -118,31 +112,44 @@ class Certificate:
     p_a_lower: float | None = None
 
 
-@runtime_checkable
-class SmoothedClassifierProtocol(Protocol):
-    """What the certification engine calls on the object a :class:`Certifier` creates.
+class SmoothedClassifierBase(abc.ABC):
+    """What the certification engine calls on the object a :class:`Certifier` creates: subclass it and
+    implement :meth:`certify_batch` and :meth:`predict`.
 
     ``generators`` holds one noise stream per input, so a certificate never depends on which other inputs
-    shared its forward passes (resumed and sharded runs give identical rows). A certifier may also define
-    ``check_request(request)``, which the engine calls before it writes the run, to refuse (raise
-    :class:`rsbench.errors.RsbenchError`) a request it cannot serve.
+    shared its forward passes (resumed and sharded runs give identical rows).
     """
 
+    @abc.abstractmethod
     def certify_batch(
         self, xs: Tensor, request: CertificationRequest, generators: Sequence[Generator | None]
     ) -> list[Certificate]:
         """One certificate per input of ``xs`` [K,C,H,W] in [0,1] pixel space."""
-        ...
 
+    @abc.abstractmethod
     def predict(self, x: Tensor, n: int, alpha: float, batch_size: int, generator: Generator | None = None) -> int:
         """The smoothed prediction at one input [C,H,W], or -1 (abstain); wrong with probability ≤ α."""
-        ...
+
+    def predict_batch(
+        self, xs: Tensor, request: CertificationRequest, generators: Sequence[Generator | None]
+    ) -> list[int]:
+        """:meth:`predict` of each input of ``xs`` with ``request.n`` draws at level ``request.alpha``; a
+        certifier may override it to share forward passes between the inputs."""
+        return [
+            self.predict(x, request.n, request.alpha, request.batch_size, generator)
+            for x, generator in zip(xs, generators, strict=True)
+        ]
+
+    def check_request(self, request: CertificationRequest) -> None:
+        """Refuse (raise :class:`rsbench.errors.RsbenchError`) a request this certifier cannot serve; the
+        engine calls it before it writes the run. Accepts every request unless overridden."""
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
 class Certifier:
     """A certifier plugin: ``create(base_classifier, num_classes, sigma, params)`` returns a
-    :class:`SmoothedClassifierProtocol`; ``params`` is an instance of ``Params`` (its hyperparameters).
+    :class:`SmoothedClassifierBase`; ``params`` is an instance of ``Params`` (its hyperparameters).
 
     ``base_classifier`` maps [B,C,H,W] in [0,1] to logits (normalization is its first layer); σ is in
     [0,1] pixel units. Subclassing :class:`rsbench.smoothing.SmoothedClassifier` gives Cohen's sampling
@@ -151,5 +158,5 @@ class Certifier:
 
     name: str
     description: str
-    create: Callable[[nn.Module, int, float, Any], SmoothedClassifierProtocol]
+    create: Callable[[nn.Module, int, float, Any], SmoothedClassifierBase]
     Params: type = NoParams

@@ -13,9 +13,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from rsbench.cli import app
-from rsbench.figures import figure, plot
-from rsbench.leaderboard import build, parse_radii
-from rsbench.render import render, rich_table
+from rsbench.results.figures import figure, plot
+from rsbench.results.board import build, parse_radii
+from rsbench.results.render import render, rich_table
+from rsbench.protocol import CertificationProtocol, RunDescription
 from rsbench.store import open_store
 
 runner = CliRunner()
@@ -44,34 +45,26 @@ def make_rows(labels, predicts, radii, draws, kind="exact"):
     )
 
 
-def add_run(store, rows, method, params, seed, certifier="cohen", origin="rsbench", key=None, certifier_params=None):
-    return store.add_complete_run(
-        rows,
-        kind="certify",
-        origin=origin,
-        protocol_key=key or f"{method}-{seed}-{certifier}",
-        dataset="mnist",
-        split="test",
-        method=method,
-        params=params,
-        arch="lenet",
-        sigma=0.5,
-        train_sigma=0.5,
-        seed=seed,
-        noise_seed=0,
-        certifier=certifier,
-        certifier_params=certifier_params or {},
-        batch_size=100,
-        indices={"selections": [{"skip": 1, "limit": len(rows)}], "planned": list(range(len(rows)))},
-        num_planned=len(rows),
-        budget="full",
-        experiment=None,
-        checkpoint_path=None,
-        checkpoint_sha256=f"sha-{method}-{seed}",
-        training_run_id=None,
-        provenance={"versions": {"rsbench": "0.1.0"}, "git_commit": "abc123", "device": "cpu", "command": "test"},
+def add_run(
+    store, rows, method, params, seed, certifier="cohen", origin="rsbench", certifier_params=None, training=None,
+    selection=None, **protocol_fields,
+):  # fmt: skip
+    """A complete run of ``rows`` certified under PROTOCOL at σ = 0.5 (``protocol_fields`` override), its
+    model identified by (method, seed) unless ``checkpoint_sha256`` is given; ``training`` links a training
+    run, ``selection`` states how its indices were chosen (default: every index of ``rows``)."""
+    fields = dict(
+        kind="certify", dataset="mnist", split="test", sigma=0.5, train_sigma=0.5, certifier=certifier,
+        certifier_params=certifier_params or {}, noise_seed=0, budget="full", checkpoint_sha256=f"sha-{method}-{seed}",
         **PROTOCOL,
-    )
+    )  # fmt: skip
+    protocol = CertificationProtocol(**{**fields, **protocol_fields})
+    description = RunDescription(
+        origin=origin, method=method, params=params, arch="lenet", seed=seed, batch_size=100,
+        provenance={"versions": {"rsbench": "0.1.0"}, "git_commit": "abc123", "device": "cpu", "command": "test"},
+    )  # fmt: skip
+    selection = selection or {"skip": 1, "limit": len(rows)}
+    indices = {"selections": [selection], "planned": [int(i) for i in rows["idx"]]}
+    return store.import_run(protocol, description, rows, indices, training=training)[0]
 
 
 def make_store(path):
@@ -164,8 +157,8 @@ def test_csv_and_json_hold_numbers(store):
     gaussian = frame[frame.method == "gaussian"].iloc[0]
     assert gaussian.acr_mean == pytest.approx(0.225) and gaussian.n == 100 and gaussian.num_examples == 4
     assert gaussian["ca_0.50_mean"] == pytest.approx(0.25) and gaussian.num_seeds == 2
-    board["rows"][0]["clean_accuracy"] = float("nan")
-    board["rows"][0]["sigma"] = float("inf")
+    board.rows[0].clean_accuracy = float("nan")
+    board.rows[0].sigma = float("inf")
     parsed = json.loads(render(board, "json"), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     assert parsed["rows"][0]["clean_accuracy"] is None and parsed["rows"][0]["sigma"] is None
 
@@ -279,7 +272,7 @@ def test_reported_smoothadv_rows_carry_the_official_mnist_epsilon():
     """The paper's MNIST SmoothAdv numbers come from the official code's ε = 255/256 (its text says 1.0): the
     reported rows must say so, as the presets that reproduce them do, or the two never share a configuration."""
     from rsbench.config import preset_settings
-    from rsbench.leaderboard import reported_entries
+    from rsbench.results.board import reported_entries
 
     rows = [e for e in reported_entries() if e["dataset"] == "mnist" and e["method"] == "smoothadv"]
     assert rows
@@ -299,7 +292,7 @@ def test_runs_recorded_without_certifier_parameters_rank_with_runs_spelling_out_
     )
     compiled = {**defaults, "compile": True}
     add_run(store, make_rows([1, 1], [1, 1], [0.7, 0.7], 110), "stability", {"lam": 2.0}, 0, certifier_params=compiled)
-    rows = build(store, "mnist", RADII)["rows"]
+    rows = build(store, "mnist", RADII).to_json()["rows"]
     protocols = {row["method"]: json.dumps(row["certifier_params"], sort_keys=True) for row in rows}
     assert protocols["gaussian"] == protocols["consistency"] == json.dumps(defaults, sort_keys=True)
     assert protocols["stability"] != protocols["gaussian"]

@@ -14,12 +14,13 @@ import pytest
 import torch
 from sqlalchemy import create_engine, make_url, text
 
-from rsbench.cohen_tsv import import_tsv
+from rsbench.results.cohen_tsv import import_tsv
 from rsbench.config import TrainConfig
 from rsbench.errors import RsbenchError
-from rsbench.leaderboard import build
+from rsbench.results.board import build
 from rsbench.nets import build_classifier
 from rsbench.plugins import get_dataset
+from rsbench.protocol import CertificationProtocol, RunDescription
 from rsbench.store import open_store
 
 pytest_plugins = ["postgres"]  # the db_url and postgres_server fixtures
@@ -29,33 +30,17 @@ MAX_SEED = 2**32 - 1  # the largest seed rsbench accepts
 SECRET = "hunter2-secret"
 
 
-def run_fields(key: str, seed: int = 0, **extra) -> dict:
-    fields = dict(
-        kind="certify",
-        origin="rsbench",
-        protocol_key=key,
-        dataset="mnist",
-        split="test",
-        method="gaussian",
-        params={"x": 1},
-        arch="lenet",
-        sigma=0.5,
-        train_sigma=0.5,
-        seed=seed,
-        noise_seed=0,
-        certifier="cohen",
-        n0=100,
-        n=1000,
-        alpha=0.001,
-        batch_size=100,
-        budget=None,
-        experiment=None,
-        checkpoint_path=None,
-        checkpoint_sha256=None,
-        training_run_id=None,
-        provenance={},
-    )
-    return {**fields, **extra}
+def run_spec(key: str, seed: int = 0, noise_seed: int = 0, provenance: dict | None = None):
+    """The protocol and description of a run whose model is named ``key`` (its checkpoint hash)."""
+    protocol = CertificationProtocol(
+        kind="certify", dataset="mnist", split="test", sigma=0.5, train_sigma=0.5, certifier="cohen",
+        certifier_params={}, n0=100, n=1000, alpha=0.001, noise_seed=noise_seed, checkpoint_sha256=key,
+    )  # fmt: skip
+    description = RunDescription(
+        origin="rsbench", method="gaussian", params={"x": 1}, arch="lenet", seed=seed, batch_size=100,
+        provenance=provenance or {},
+    )  # fmt: skip
+    return protocol, description
 
 
 def row(i: int) -> dict:
@@ -109,17 +94,17 @@ def _open(barrier, url):
 def test_new_store_opened_by_six_processes_at_once(db_url):
     assert in_processes(_open, [(db_url,)] * 6) == [0] * 6
     store = open_store(db_url)  # and the schema is whole: a run can be written
-    store.start_run([0], {"list": [0]}, **run_fields("k"))
+    store.start_run(*run_spec("k"), [0], {"list": [0]})
     assert counts(db_url)["runs"] == 1
 
 
 def _certify(barrier, url, key, indices):
     store = open_store(url)
     barrier.wait()
-    run_id, done = store.start_run(indices, {"list": indices}, **run_fields(key))
+    run_id, done = store.start_run(*run_spec(key), indices, {"list": indices})
     for i in indices:
         if i not in done:
-            store.add_result(run_id, **row(i))
+            store.add_certificates(run_id, [row(i)])
     store.finish_run(run_id)
 
 
@@ -180,13 +165,13 @@ def test_three_identical_imports_store_one_run(db_url, tmp_path):
 
 def test_a_second_identical_command_joins_the_run_and_its_rows(db_url):
     store = open_store(db_url)
-    first, _ = store.start_run([0, 1, 2], {"list": [0, 1, 2]}, **run_fields("k"))
-    second, done = store.start_run([0, 1, 2, 3], {"list": [0, 1, 2, 3]}, **run_fields("k"))
+    first, _ = store.start_run(*run_spec("k"), [0, 1, 2], {"list": [0, 1, 2]})
+    second, done = store.start_run(*run_spec("k"), [0, 1, 2, 3], {"list": [0, 1, 2, 3]})
     assert second == first and done == set()
     for i in (0, 1, 2):
-        store.add_result(first, **row(i))
-        store.add_result(second, **row(i))  # both certified it: the same certificate, kept once
-    store.add_result(second, **row(3))
+        store.add_certificates(first, [row(i)])
+        store.add_certificates(second, [row(i)])  # both certified it: the same certificate, kept once
+    store.add_certificates(second, [row(3)])
     store.finish_run(first)
     assert counts(db_url) == {"runs": 1, "rows": 4, "distinct": 4}
     assert store.get_run(first).status == "complete" and store.get_run(first).num_planned == 4
@@ -194,9 +179,8 @@ def test_a_second_identical_command_joins_the_run_and_its_rows(db_url):
 
 def test_largest_seeds_and_nan_measurements_are_stored(db_url):
     store = open_store(db_url)
-    run_id, _ = store.start_run(
-        [0], {"list": [0]}, **run_fields("k", seed=MAX_SEED, noise_seed=MAX_SEED, provenance={"throughput": math.nan})
-    )
+    spec = run_spec("k", seed=MAX_SEED, noise_seed=MAX_SEED, provenance={"throughput": math.nan})
+    run_id, _ = store.start_run(*spec, [0], {"list": [0]})
     run = store.get_run(run_id)
     assert (run.seed, run.noise_seed, run.provenance) == (MAX_SEED, MAX_SEED, {"throughput": None})
 

@@ -9,9 +9,8 @@ from typer.testing import CliRunner
 
 from rsbench.cli import app
 from rsbench.errors import RsbenchError
-from rsbench.records import import_record, record_of, write_record
+from rsbench.results.records import import_record, record_of, write_record
 from rsbench.store import open_store
-from rsbench.store.models import CertificationRun, TrainingRun
 
 runner = CliRunner()
 LABELS, PREDICTS, RADII = [3, 1, 4, 1, 5, 9], [3, 1, -1, 2, 5, 9], [0.25, 1.0 / 3.0, 0.0, 0.0, 0.7, 0.125]
@@ -20,29 +19,12 @@ LABELS, PREDICTS, RADII = [3, 1, 4, 1, 5, 9], [3, 1, -1, 2, 5, 9], [0.25, 1.0 / 
 def store_with_training(path):
     """One certify run (6 examples) linked to the training run of its checkpoint."""
     store = open_store(str(path))
-    with store.session() as session:
-        training = TrainingRun(
-            checkpoint_path="/runs/x/checkpoint.pth.tar",
-            checkpoint_sha256="sha-gaussian-0",
-            dataset="mnist",
-            arch="lenet",
-            method="gaussian",
-            params={},
-            sigma=0.5,
-            seed=0,
-            epochs=90,
-            test_accuracy=0.99,
-            images_per_second=None,
-            config={"epochs": 90, "lr": 0.01},
-            provenance={"git_commit": "abc123"},
-        )
-        session.add(training)
-        session.flush()
-        training_id = training.id
-    run_id = add_run(store, make_rows(LABELS, PREDICTS, RADII, [110] * 6), "gaussian", {}, 0, key="protocol-a")
-    with store.session() as session:
-        run = session.get(CertificationRun, run_id)
-        run.training_run_id = training_id
+    training = dict(
+        checkpoint_path="/runs/x/checkpoint.pth.tar", checkpoint_sha256="sha-gaussian-0", dataset="mnist",
+        arch="lenet", method="gaussian", params={}, sigma=0.5, seed=0, epochs=90, test_accuracy=0.99,
+        images_per_second=None, config={"epochs": 90, "lr": 0.01}, provenance={"git_commit": "abc123"},
+    )  # fmt: skip
+    run_id = add_run(store, make_rows(LABELS, PREDICTS, RADII, [110] * 6), "gaussian", {}, 0, training=training)
     return store, run_id
 
 
@@ -86,15 +68,11 @@ def test_record_round_trip_through_the_cli(tmp_path):
     assert again == document  # every field, the model info and the training run survive
 
 
-def shard(store_path, indices, key="protocol-a", radius_shift=0.0):
-    """A record of the protocol ``key`` holding only ``indices`` of the six examples."""
+def shard(store_path, indices, radius_shift=0.0):
+    """A record of one protocol holding only ``indices`` of the six examples."""
     store = open_store(str(store_path))
     rows = make_rows(LABELS, PREDICTS, [r + radius_shift for r in RADII], [110] * 6).iloc[indices]
-    run_id = add_run(store, rows, "gaussian", {}, 0, key=key)
-    with store.session() as session:
-        run = session.get(CertificationRun, run_id)
-        run.indices = {"selections": [{"list": list(indices)}], "planned": list(indices)}
-        run.num_planned = len(indices)
+    run_id = add_run(store, rows, "gaussian", {}, 0, selection={"list": list(indices)})
     return write_record(record_of(store, run_id), store_path.with_suffix(".json"))
 
 

@@ -10,7 +10,7 @@ from test_leaderboard import add_run, make_rows, make_store
 from typer.testing import CliRunner
 
 from rsbench.cli import app
-from rsbench.site import safe_url
+from rsbench.errors import redact
 
 runner = CliRunner()
 
@@ -52,7 +52,7 @@ def test_site_pages_and_every_link_resolve(site):
     assert "2 certification protocols at this σ" in board and "≥ 0.4250" in board
     run = (site / "runs" / "1.html").read_text()
     assert "abc123" in run and "sha-gaussian-0" in run and '<svg class="histogram"' in run
-    assert safe_url("postgresql://ann:secret@db.example/rs") == "postgresql://ann:***@db.example/rs"
+    assert redact("postgresql://ann:secret@db.example/rs") == "postgresql://ann:***@db.example/rs"
 
 
 def browser():

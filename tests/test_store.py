@@ -9,9 +9,10 @@ from typer.testing import CliRunner
 
 from helpers import REFERENCE_LOGS, need
 from rsbench.cli import app
-from rsbench.cohen_tsv import export_tsv, import_tsv, read_tsv
+from rsbench.results.cohen_tsv import export_tsv, import_tsv, read_tsv
 from rsbench.errors import RsbenchError
-from rsbench.leaderboard import build, parse_radii, render
+from rsbench.results.board import build, parse_radii
+from rsbench.results.render import render
 from rsbench.store import open_store
 
 runner = CliRunner()
@@ -183,7 +184,7 @@ def test_best_value_per_sigma_is_marked(tmp_path):
         log.write_text(f"idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t1\t1\t{radius}\t1\t0.1\n1\t2\t-1\t0\t0\t0.1\n")
         import_tsv(store, log, dataset="mnist", method=method, sigma=0.5)
     board = build(store, "mnist", (0.0, 0.5))
-    assert [r["acr"]["mean"] for r in board["rows"]] == [0.2, 0.3]
+    assert [r.acr.mean for r in board.rows] == [0.3, 0.2]  # ranked by ACR
     markdown = render(board, "markdown")
     assert "**0.3000**" in markdown and "**0.2000**" not in markdown
     assert "| **0.0** |" not in markdown  # 0 is never 'best'

@@ -1,6 +1,9 @@
-"""The results store: SQLAlchemy models (``models.py``) and the :class:`Store` that reads and writes them
-(``store.py``)."""
+"""The results store: SQLAlchemy models (``models.py``), the :class:`Store` every other module reads and
+writes it through (``store.py``), and its schema migrations (``migrations/``)."""
 
-from rsbench.store.store import RESULT_COLUMNS, Store, open_store, store_url
+from rsbench.store.models import RADIUS_STEP
+from rsbench.store.store import RESULT_COLUMNS, Store, certified_count, open_store, store_url, upgrade_store
 
-__all__ = ["RESULT_COLUMNS", "Store", "open_store", "store_url"]
+__all__ = [
+    "RADIUS_STEP", "RESULT_COLUMNS", "Store", "certified_count", "open_store", "store_url", "upgrade_store",
+]  # fmt: skip

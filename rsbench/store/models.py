@@ -1,7 +1,8 @@
 """The results store's schema (SQLAlchemy 2.0). Every table of rsbench is in this module.
 
-Bump :data:`SCHEMA_VERSION` with any change to these models; a store written by another version is
-refused with a clear message rather than read wrongly.
+Bump :data:`SCHEMA_VERSION` with any change to these models and add an Alembic migration
+(``rsbench/store/migrations/versions/``) that brings a store of the previous version to it: ``rsbench db
+upgrade`` applies them in place. A store of another version is refused with a message saying which.
 
 What is written is storable on every backend: JSON and float columns hold NaN and ±inf as NULL (SQLite
 does so anyway; PostgreSQL's JSON refuses them), and strings in JSON columns (provenance, command lines,
@@ -14,16 +15,33 @@ import datetime
 import math
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from rsbench.errors import redact
+from rsbench.protocol import KINDS, ORIGINS, RADIUS_KINDS, SPLITS, STATUSES
 
-SCHEMA_VERSION = 3  # 3: unique protocol_key, 64-bit seeds, nullable test accuracy, NaN/inf stored as NULL
+SCHEMA_VERSION = 4
+# 3: unique protocol_key, 64-bit seeds, nullable test accuracy, NaN/inf stored as NULL
+# 4: every protocol field a column (radii, normalization, source_sha256), the typed protocol's key,
+#    closed vocabularies, each row's p_A lower bound, per-run metrics (run_metrics)
+RADIUS_STEP = 0.01  # run_metrics.certified_counts[k] counts certified examples at radius k·RADIUS_STEP
 
 
 def utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def storable(value: Any) -> Any:
@@ -57,6 +75,11 @@ class Real(TypeDecorator):
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         return None if value is None or not math.isfinite(value) else float(value)
+
+
+def vocabulary(values: tuple[str, ...], name: str) -> Enum:
+    """A closed vocabulary stored as a short string; a value outside it is refused before it is written."""
+    return Enum(*values, name=name, native_enum=False, create_constraint=False, length=16, validate_strings=True)
 
 
 class Base(DeclarativeBase):
@@ -95,50 +118,58 @@ class TrainingRun(Base):
 class CertificationRun(Base):
     """One certification (or prediction) of a smoothed classifier on a set of test indices.
 
-    ``protocol_key`` is the run's identity: its checkpoint and certification protocol (certifier and its
-    parameters, σ, N0, N, α, split, noise seed), not the indices it covers: every selection of one protocol
-    adds rows to one run. ``origin`` is ``rsbench`` for runs made here and ``imported`` for Cohen-format logs.
+    The protocol columns (those of :class:`rsbench.protocol.CertificationProtocol`) are the run's identity,
+    hashed into the unique ``protocol_key``; the indices it covers are not: every selection of one protocol
+    adds rows to one run. ``origin`` is ``rsbench`` for runs certified here and ``imported`` for records and
+    published logs.
     """
 
     __tablename__ = "certification_runs"
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    kind: Mapped[str] = mapped_column(String(16))  # certify | predict
-    origin: Mapped[str] = mapped_column(String(16))  # rsbench | imported
-    status: Mapped[str] = mapped_column(String(16))  # running | complete
     protocol_key: Mapped[str] = mapped_column(String(64), unique=True)  # one run per protocol, enforced here
+    # the protocol
+    kind: Mapped[str] = mapped_column(vocabulary(KINDS, "run_kind"))
     dataset: Mapped[str] = mapped_column(String(64), index=True)
-    split: Mapped[str] = mapped_column(String(16))
-    method: Mapped[str] = mapped_column(String(64))
-    params: Mapped[dict[str, Any]]
-    arch: Mapped[str | None] = mapped_column(String(128))
+    split: Mapped[str] = mapped_column(vocabulary(SPLITS, "split"))
     sigma: Mapped[float] = mapped_column(Real)
     train_sigma: Mapped[float | None] = mapped_column(Real)
-    seed: Mapped[int | None] = mapped_column(BigInteger)  # training seed: runs differing only here aggregate
-    noise_seed: Mapped[int | None] = mapped_column(BigInteger)
     certifier: Mapped[str] = mapped_column(String(64))
     certifier_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     n0: Mapped[int | None] = mapped_column(Integer)
     n: Mapped[int] = mapped_column(Integer)
     alpha: Mapped[float] = mapped_column(Real)
+    radii: Mapped[list[float]] = mapped_column(JSON, default=list)
+    noise_seed: Mapped[int | None] = mapped_column(BigInteger)
+    normalization: Mapped[str | None] = mapped_column(String(16))
+    budget: Mapped[str | None] = mapped_column(String(32))  # e.g. "quick" for a scaled-down reproduction
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    source_sha256: Mapped[str | None] = mapped_column(String(64))  # an imported log's file
+    # the run
+    origin: Mapped[str] = mapped_column(vocabulary(ORIGINS, "origin"))
+    status: Mapped[str] = mapped_column(vocabulary(STATUSES, "status"))
+    method: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]]
+    arch: Mapped[str | None] = mapped_column(String(128))
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # training seed: distinct checkpoints of one recipe
     batch_size: Mapped[int | None] = mapped_column(Integer)
     indices: Mapped[dict[str, Any]]  # {"selections": [{"skip": K, "limit": N} | {"list": [...]}], "planned": [...]}
     num_planned: Mapped[int] = mapped_column(Integer)
-    budget: Mapped[str | None] = mapped_column(String(32))  # e.g. "quick" for a scaled-down reproduction
     experiment: Mapped[str | None] = mapped_column(String(128))
     checkpoint_path: Mapped[str | None] = mapped_column(String(1024))
-    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
     training_run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"))
     provenance: Mapped[dict[str, Any]]
     results: Mapped[list[Result]] = relationship(back_populates="run", cascade="all, delete-orphan")
+    metrics: Mapped[RunMetrics | None] = relationship(back_populates="run", cascade="all, delete-orphan")
 
 
 class Result(Base):
     """One certified (or predicted) example: ``predict`` = -1 is an abstention; ``radius`` is full
     precision (ℓ2, [0,1] pixel units) and ``radius_kind`` says what it means (``exact``: CERTIFY's radius;
     ``grid``: the largest requested radius certified, a lower bound on CERTIFY's); ``n_a`` the count of
-    the selected class among ``n`` estimation draws; ``draws`` every noise draw spent (selection included;
-    NULL where unknown, e.g. imported logs)."""
+    the selected class among ``n`` estimation draws and ``p_a_lower`` the certificate's lower confidence
+    bound on p_A (NULL where unknown); ``draws`` every noise draw spent (selection included; NULL where
+    unknown, e.g. imported logs)."""
 
     __tablename__ = "results"
     __table_args__ = (UniqueConstraint("run_id", "idx"),)
@@ -148,12 +179,35 @@ class Result(Base):
     label: Mapped[int] = mapped_column(Integer)
     predict: Mapped[int] = mapped_column(Integer)
     radius: Mapped[float] = mapped_column(Real)
-    radius_kind: Mapped[str | None] = mapped_column(String(8))
+    radius_kind: Mapped[str | None] = mapped_column(vocabulary(RADIUS_KINDS, "radius_kind"))
     correct: Mapped[int] = mapped_column(Integer)
     n_a: Mapped[int | None] = mapped_column(Integer)
+    p_a_lower: Mapped[float | None] = mapped_column(Real)
     n: Mapped[int | None] = mapped_column(Integer)
     n0: Mapped[int | None] = mapped_column(Integer)
     alpha: Mapped[float | None] = mapped_column(Real)
     draws: Mapped[int | None] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Real)
     run: Mapped[CertificationRun] = relationship(back_populates="results")
+
+
+class RunMetrics(Base):
+    """A complete run's summary, computed once when it completes or is imported, so leaderboards, plots
+    and the site never reread the per-example rows. Over the run's ``num_examples`` rows: ``acr`` is the
+    mean of correct × radius and ``acr_square`` the mean of its square (for the standard error);
+    ``certified_counts[k]`` counts rows with correct = 1 and radius ≥ k·:data:`RADIUS_STEP`, from 0 up to
+    the largest radius the protocol can certify; ``draws_sum``/``draws_count`` sum the known draws;
+    ``lower_bound``: some radius is a grid radius."""
+
+    __tablename__ = "run_metrics"
+    run_id: Mapped[int] = mapped_column(ForeignKey("certification_runs.id"), primary_key=True)
+    num_examples: Mapped[int] = mapped_column(Integer)
+    num_correct: Mapped[int] = mapped_column(Integer)
+    num_abstain: Mapped[int] = mapped_column(Integer)
+    acr: Mapped[float] = mapped_column(Real)
+    acr_square: Mapped[float] = mapped_column(Real)
+    draws_sum: Mapped[int] = mapped_column(BigInteger)
+    draws_count: Mapped[int] = mapped_column(Integer)
+    lower_bound: Mapped[bool] = mapped_column(Boolean)
+    certified_counts: Mapped[list[int]] = mapped_column(JSON)
+    run: Mapped[CertificationRun] = relationship(back_populates="metrics")

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, create_engine, event, func, insert, inspect, select, text
+from sqlalchemy import Connection, create_engine, delete, event, func, insert, inspect, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -25,8 +28,19 @@ from sqlalchemy.exc import IntegrityError, NoSuchModuleError, OperationalError, 
 from sqlalchemy.orm import Session, sessionmaker
 
 from rsbench.errors import RsbenchError, redact
+from rsbench.protocol import CertificationProtocol, RunDescription
 from rsbench.provenance import file_sha256
-from rsbench.store.models import SCHEMA_VERSION, Base, CertificationRun, Meta, Result, TrainingRun
+from rsbench.smoothing import max_certified_radius
+from rsbench.store.models import (
+    RADIUS_STEP,
+    SCHEMA_VERSION,
+    Base,
+    CertificationRun,
+    Meta,
+    Result,
+    RunMetrics,
+    TrainingRun,
+)
 from rsbench.store.url import missing_driver, parse_store_url, store_url
 
 RESULT_COLUMNS = [
@@ -37,6 +51,7 @@ RESULT_COLUMNS = [
     "radius_kind",
     "correct",
     "n_a",
+    "p_a_lower",
     "n",
     "n0",
     "alpha",
@@ -44,6 +59,7 @@ RESULT_COLUMNS = [
     "seconds",
 ]
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # how long a SQLite writer waits for another's lock before "locked"
+MAX_RADIUS_STEPS = 20_000  # run_metrics.certified_counts covers radii up to 200 ([0,1] pixel units)
 SCHEMA_LOCK = 0x7273626E  # PostgreSQL advisory lock key held while a store's schema is created ("rsbn")
 # INSERT ... ON CONFLICT DO NOTHING, per backend
 INSERT_IGNORING_DUPLICATES = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
@@ -71,21 +87,14 @@ def _first_line(message: str) -> str:
     return lines[0] if lines else "unknown database error"
 
 
-class RunExists(RsbenchError):
-    """A complete run with this protocol key is already in the store (``run_id``)."""
-
-    def __init__(self, run_id: int):
-        super().__init__(f"the store already holds this run as run {run_id}")
-        self.run_id = run_id
-
-
 class Store:
-    """Training runs, certification runs and their per-example rows in one SQLAlchemy database.
+    """Training runs, certification runs, their per-example rows and per-run metrics in one SQLAlchemy
+    database. Every other module reads and writes the store through these methods only.
 
     ``url`` is the store's address with any password hidden (safe to show); the engine keeps the real one.
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, upgrading: bool = False):
         parsed = parse_store_url(url)
         self.url = redact(url)
         self.backend = parsed.get_backend_name()
@@ -107,7 +116,8 @@ class Store:
                 event.listen(self.engine, "begin", _sqlite_begin)
             self._reads = sessionmaker(self.engine, expire_on_commit=False)
             self._writes = sessionmaker(self.engine.execution_options(rsbench_write=True), expire_on_commit=False)
-            self._check_schema()
+            if not upgrading:
+                self._check_schema()
 
     @contextlib.contextmanager
     def _database_errors(self) -> Iterator[None]:
@@ -124,7 +134,7 @@ class Store:
         except SQLAlchemyError as error:
             raise RsbenchError(f"store error at {self.url}: {_first_line(str(error))}") from None
 
-    def _schema_version(self, connection: Connection) -> int | None:
+    def schema_version(self, connection: Connection) -> int | None:
         """The recorded schema version; None when the store has no rsbench tables yet."""
         tables = set(inspect(connection).get_table_names())
         if Meta.__tablename__ not in tables:
@@ -135,22 +145,25 @@ class Store:
         return int(value) if value is not None else 0
 
     def _create_schema(self) -> int:
-        """Create the tables and record the version, holding the database's write lock, unless a racing
-        process did so first; returns the version then recorded."""
+        """Create the tables, record the version and stamp the newest migration, holding the database's write
+        lock, unless a racing process did so first; returns the version then recorded."""
+        from rsbench.store.migrations import stamp_head
+
         with self._writes.begin() as session:
             connection = session.connection()
             if self.backend == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
-            version = self._schema_version(connection)
+            version = self.schema_version(connection)
             if version is None:
                 Base.metadata.create_all(connection)
                 connection.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                stamp_head(connection)
                 version = SCHEMA_VERSION
             return version
 
     def _check_schema(self) -> None:
         with self.engine.connect() as connection:
-            version = self._schema_version(connection)
+            version = self.schema_version(connection)
         if version is None:
             version = self._create_schema()
         if version > SCHEMA_VERSION:
@@ -161,7 +174,7 @@ class Store:
         if version < SCHEMA_VERSION:
             raise RsbenchError(
                 f"the store {self.url} has schema version {version}, older than this rsbench's {SCHEMA_VERSION}",
-                "export its runs with an older rsbench and import them into a new store",
+                "upgrade it in place with `rsbench db upgrade` (same --db); back it up first",
             )
 
     @contextlib.contextmanager
@@ -209,88 +222,115 @@ class Store:
         query = select(CertificationRun).where(CertificationRun.protocol_key == protocol_key)
         return session.scalars(query.with_for_update() if lock else query).first()
 
-    def find_run(self, protocol_key: str) -> int | None:
-        """The id of the run with this ``protocol_key``, if any."""
+    def find_run(self, protocol: CertificationProtocol) -> int | None:
+        """The id of the run of ``protocol``, if the store holds one."""
         with self.session(write=False) as session:
-            run = self._run_with_key(session, protocol_key)
+            run = self._run_with_key(session, protocol.key())
             return run.id if run else None
 
-    def start_run(self, indices: list[int], selection: dict[str, Any], **fields: Any) -> tuple[int, set[int]]:
-        """The run with ``fields["protocol_key"]``, created if new, planned to cover ``indices`` as well;
-        returns its id and the indices it already holds (an interrupted or partial run is extended).
+    def start_run(
+        self,
+        protocol: CertificationProtocol,
+        description: RunDescription,
+        indices: list[int],
+        selection: dict[str, Any],
+        training_run_id: int | None = None,
+    ) -> tuple[int, set[int]]:
+        """The run of ``protocol``, created if new, planned to cover ``indices`` as well; returns its id and
+        the indices it already holds (an interrupted or partial run is extended).
 
         Identical commands started together share one run: the one that loses the race to create it
         (the unique ``protocol_key`` refuses its copy) joins the winner's."""
         with self._database_errors():
             try:
                 with self._writes.begin() as session:
-                    return self._open_run(session, indices, selection, fields)
+                    return self._open_run(session, protocol, description, indices, selection, training_run_id)
             except IntegrityError:
                 with self._writes.begin() as session:
-                    return self._open_run(session, indices, selection, fields)
+                    return self._open_run(session, protocol, description, indices, selection, training_run_id)
 
     def _open_run(
-        self, session: Session, indices: list[int], selection: dict[str, Any], fields: dict[str, Any]
+        self,
+        session: Session,
+        protocol: CertificationProtocol,
+        description: RunDescription,
+        indices: list[int],
+        selection: dict[str, Any],
+        training_run_id: int | None,
     ) -> tuple[int, set[int]]:
-        run = self._run_with_key(session, fields["protocol_key"], lock=True)
+        run = self._run_with_key(session, protocol.key(), lock=True)
         if run is None:
-            run = CertificationRun(
-                status="running",
-                indices={"selections": [selection], "planned": indices},
-                num_planned=len(indices),
-                **fields,
-            )
+            run = _new_run(protocol, description, {"selections": [selection], "planned": indices}, "running")
+            run.training_run_id = training_run_id
             session.add(run)
             session.flush()
             return run.id, set()
         done = set(session.scalars(select(Result.idx).where(Result.run_id == run.id)))
-        planned = sorted(set(run.indices.get("planned", [])) | set(indices))
-        selections = list(run.indices.get("selections", []))
-        if selection not in selections:
-            selections.append(selection)
-        run.indices = {"selections": selections, "planned": planned}
-        run.num_planned = len(planned)
+        _plan(run, [selection], indices)
         if not set(indices) <= done:
             run.status = "running"
         return run.id, done
 
-    def add_result(self, run_id: int, **row: Any) -> None:
-        """Record one example's row; a row the run already holds is kept (a joined identical command
-        certified it too, with the same noise, so its certificate is the same)."""
+    def add_certificates(self, run_id: int, rows: Sequence[dict[str, Any]]) -> None:
+        """Record rows (:data:`RESULT_COLUMNS`) in one transaction; a row the run already holds is kept (a
+        joined identical command certified it too, with the same noise, so its certificate is the same)."""
         dialect_insert = INSERT_IGNORING_DUPLICATES.get(self.backend)
-        statement = (
-            dialect_insert(Result).values(run_id=run_id, **row).on_conflict_do_nothing()  # type: ignore[attr-defined]
-            if dialect_insert
-            else insert(Result).values(run_id=run_id, **row)
-        )
+        statement = dialect_insert(Result).on_conflict_do_nothing() if dialect_insert else insert(Result)  # type: ignore[attr-defined]
         with self.session() as session:
-            session.execute(statement)
+            session.execute(statement, [{"run_id": run_id, **row} for row in rows])
 
-    def finish_run(self, run_id: int) -> None:
-        """Mark a run complete once it holds a row for every planned index."""
+    def finish_run(self, run_id: int) -> str:
+        """Mark a run complete once it holds a row for every planned index, and compute its metrics then;
+        returns its status."""
         with self.session() as session:
             run = session.get_one(CertificationRun, run_id)
-            done = session.scalar(select(func.count()).where(Result.run_id == run_id)) or 0
-            run.status = "complete" if done >= run.num_planned else "running"
+            _settle(session, run)
+            return run.status
 
-    def add_complete_run(self, rows: pd.DataFrame, **fields: Any) -> int:
-        """A whole run and its rows in one transaction (imports); :class:`RunExists` when its protocol key
-        is already in the store, also when another process stored it a moment ago."""
+    def import_run(
+        self,
+        protocol: CertificationProtocol,
+        description: RunDescription,
+        rows: pd.DataFrame,
+        indices: dict[str, Any],
+        *,
+        training: dict[str, Any] | None = None,
+        created_at: datetime.datetime | None = None,
+        merge: bool = True,
+    ) -> tuple[int, int, int]:
+        """Store an imported run (a run record or a published log) in one transaction: a new run, or, with
+        ``merge``, rows added to the run of the same protocol (another shard or selection); an index that run
+        already holds must have the identical row. Without ``merge`` a protocol already held is an error.
+        ``training`` (a training run's fields) is linked by its checkpoint hash, created if absent. Returns
+        (run id, rows added, identical rows skipped)."""
+        frame = rows.reindex(columns=RESULT_COLUMNS).astype(object)
+        frame = frame.where(frame.notna(), None)
+        incoming = frame.to_dict("records")
+        key = protocol.key()
         with self._database_errors():
             try:
                 with self._writes.begin() as session:
-                    run = CertificationRun(status="complete", **fields)
-                    session.add(run)
-                    session.flush()
-                    records = rows[RESULT_COLUMNS].astype(object).where(rows[RESULT_COLUMNS].notna(), None)
-                    records = [{"run_id": run.id, **record} for record in records.to_dict("records")]
-                    session.execute(insert(Result), records)  # one executemany, not one ORM object per row
-                    return run.id
-            except IntegrityError:
-                existing = self.find_run(fields["protocol_key"])
-                if existing is None:
-                    raise
-                raise RunExists(existing) from None
+                    run = self._run_with_key(session, key, lock=True)
+                    if run is None:
+                        run = _new_run(protocol, description, indices, "running")
+                        run.created_at = created_at or run.created_at
+                        run.training_run_id = _training_run_id(session, training)
+                        session.add(run)
+                        session.flush()
+                        fresh = incoming
+                    elif not merge:
+                        raise RsbenchError(f"already imported as run {run.id}")
+                    else:
+                        fresh = _new_rows(session, run, incoming)
+                        _plan(run, indices.get("selections", []), indices.get("planned", []))
+                    if fresh:
+                        session.execute(insert(Result), [{"run_id": run.id, **row} for row in fresh])
+                    _settle(session, run)
+                    return run.id, len(fresh), len(incoming) - len(fresh)
+            except IntegrityError:  # another process stored the same protocol a moment ago
+                if not merge:
+                    raise RsbenchError(f"already imported as run {self.find_run(protocol)}") from None
+                raise
 
     def get_run(self, run_id: int) -> CertificationRun:
         with self.session(write=False) as session:
@@ -298,6 +338,15 @@ class Store:
             if run is None:
                 raise RsbenchError(f"no certification run {run_id} in {self.url}", "list them with `rsbench runs`")
             return run
+
+    def run_with_training(self, run_id: int) -> tuple[CertificationRun, TrainingRun | None]:
+        """A certification run and the training run of its checkpoint (None when unknown)."""
+        with self.session(write=False) as session:
+            run = session.get(CertificationRun, run_id)
+            if run is None:
+                raise RsbenchError(f"no certification run {run_id} in {self.url}", "list them with `rsbench runs`")
+            training = session.get(TrainingRun, run.training_run_id) if run.training_run_id else None
+            return run, training
 
     def runs(self, dataset: str | None = None, kind: str | None = "certify", complete_only: bool = False):
         """Certification runs as a DataFrame (one row per run, all columns of the runs table)."""
@@ -312,6 +361,22 @@ class Store:
             runs = session.scalars(query.order_by(CertificationRun.id)).all()
         columns = [c.key for c in CertificationRun.__table__.columns]
         return pd.DataFrame([{c: getattr(run, c) for c in columns} for run in runs], columns=columns)
+
+    def run_metrics(self, dataset: str | None = None, kind: str = "certify") -> pd.DataFrame:
+        """Complete runs with their metrics: every column of the runs table plus those of ``run_metrics``
+        (``run_id`` dropped). No per-example row is read."""
+        run_columns = list(CertificationRun.__table__.columns)
+        metric_columns = [c for c in RunMetrics.__table__.columns if c.key != "run_id"]
+        query = (
+            select(*run_columns, *metric_columns)
+            .join(RunMetrics, RunMetrics.run_id == CertificationRun.id)
+            .where(CertificationRun.kind == kind, CertificationRun.status == "complete")
+        )
+        if dataset:
+            query = query.where(CertificationRun.dataset == dataset)
+        with self.session(write=False) as session:
+            rows = session.execute(query.order_by(CertificationRun.id)).all()
+        return pd.DataFrame(rows, columns=[c.key for c in run_columns + metric_columns])
 
     def result_counts(self, run_ids: list[int]) -> dict[int, int]:
         """How many rows each run holds, counted in the database."""
@@ -330,6 +395,127 @@ class Store:
         return pd.DataFrame(rows, columns=["run_id", *RESULT_COLUMNS])
 
 
+def _new_run(
+    protocol: CertificationProtocol, description: RunDescription, indices: dict[str, Any], status: str
+) -> CertificationRun:
+    fields = {**protocol.as_dict(), **dataclasses.asdict(description)}
+    return CertificationRun(
+        protocol_key=protocol.key(), status=status, indices=indices, num_planned=len(indices["planned"]), **fields
+    )
+
+
+def _plan(run: CertificationRun, selections: list[dict[str, Any]], planned: list[int]) -> None:
+    """Add ``selections`` and ``planned`` indices to what ``run`` covers."""
+    known = list(run.indices.get("selections", []))
+    known += [s for s in selections if s not in known]
+    union = sorted(set(run.indices.get("planned", [])) | set(planned))
+    run.indices = {"selections": known, "planned": union}
+    run.num_planned = len(union)
+
+
+def _new_rows(session: Session, run: CertificationRun, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` whose index ``run`` lacks; an index it holds with a different row is an error."""
+    columns = [getattr(Result, c) for c in RESULT_COLUMNS]
+    held = {r[0]: tuple(r) for r in session.execute(select(*columns).where(Result.run_id == run.id))}
+    fresh = []
+    for row in rows:
+        existing = held.get(row["idx"])
+        if existing is None:
+            fresh.append(row)
+        elif existing != tuple(row[c] for c in RESULT_COLUMNS):
+            raise RsbenchError(
+                f"index {row['idx']} conflicts with the row run {run.id} already holds",
+                "a run's rows are fixed by its protocol and noise seed; is the record edited?",
+            )
+    return fresh
+
+
+def _training_run_id(session: Session, training: dict[str, Any] | None) -> int | None:
+    """The id of the store's training run of this checkpoint, created from ``training`` if absent."""
+    if not training:
+        return None
+    query = select(TrainingRun).where(TrainingRun.checkpoint_sha256 == training["checkpoint_sha256"])
+    existing = session.scalars(query.order_by(TrainingRun.id)).first()
+    if existing is not None:
+        return existing.id
+    run = TrainingRun(**training)
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def _settle(session: Session, run: CertificationRun) -> None:
+    """Set ``run``'s status from its row count and, once complete, (re)compute its metrics."""
+    held = session.scalar(select(func.count()).where(Result.run_id == run.id)) or 0
+    run.status = "complete" if held >= run.num_planned else "running"
+    session.execute(delete(RunMetrics).where(RunMetrics.run_id == run.id))
+    if run.status == "complete" and held:
+        columns = ["correct", "radius", "predict", "draws", "radius_kind"]
+        rows = pd.DataFrame(
+            session.execute(select(*(getattr(Result, c) for c in columns)).where(Result.run_id == run.id)).all(),
+            columns=columns,
+        )
+        session.add(RunMetrics(run_id=run.id, **summarize(rows, run.sigma, run.n, run.alpha)))
+
+
+def summarize(rows: pd.DataFrame, sigma: float, n: int, alpha: float) -> dict[str, Any]:
+    """A run's metrics (the columns of ``run_metrics``) from its rows (``correct``, ``radius``, ``predict``,
+    ``draws``, ``radius_kind``). Certified accuracy at r = share of rows with correct = 1 and radius ≥ r;
+    ACR = mean of correct × radius (abstentions and errors count 0); radii in [0,1] pixel units."""
+    correct = rows["correct"].to_numpy() == 1
+    radius = rows["radius"].to_numpy(dtype=float)
+    score = np.where(correct, radius, 0.0)
+    certified = np.sort(radius[correct])
+    top = max(max_certified_radius(sigma, n, alpha), float(certified[-1]) if len(certified) else 0.0)
+    steps = min(int(math.floor(top / RADIUS_STEP + 1e-9)) + 1, MAX_RADIUS_STEPS)
+    grid = np.arange(steps) / round(1 / RADIUS_STEP)  # k/100: the same floats as the radii 0.25, 0.5, ...
+    counts = len(certified) - np.searchsorted(certified, grid, side="left")
+    draws = pd.to_numeric(rows["draws"], errors="coerce").dropna()
+    return {
+        "num_examples": len(rows),
+        "num_correct": int(correct.sum()),
+        "num_abstain": int((rows["predict"].to_numpy() == -1).sum()),
+        "acr": float(score.mean()),
+        "acr_square": float((score**2).mean()),
+        "draws_sum": int(draws.sum()),
+        "draws_count": len(draws),
+        "lower_bound": bool((rows["radius_kind"] == "grid").any()),
+        "certified_counts": [int(c) for c in counts],
+    }
+
+
+def certified_count(counts: Sequence[int], radius: float) -> int:
+    """Rows certified at ``radius`` (a multiple of :data:`RADIUS_STEP`) from ``run_metrics.certified_counts``."""
+    step = round(radius / RADIUS_STEP)
+    if step < 0 or not math.isclose(step * RADIUS_STEP, radius, abs_tol=1e-9):
+        raise RsbenchError(f"radius {radius:g} is not a multiple of {RADIUS_STEP:g}", "e.g. --radii 0:2.5:0.25")
+    return int(counts[step]) if step < len(counts) else 0
+
+
 def open_store(db: str | None = None) -> Store:
     """The store at ``db`` (a path or URL), else ``$RSBENCH_DB``, else ``./rsbench.db``."""
     return Store(store_url(db))
+
+
+def upgrade_store(db: str | None = None) -> tuple[int, int]:
+    """Migrate the store at ``db`` in place to this rsbench's schema, in one transaction (a failed upgrade
+    leaves the store as it was); returns (version before, version after)."""
+    from rsbench.store.migrations import upgrade
+
+    store = Store(store_url(db), upgrading=True)
+    with store.session() as session:
+        connection = session.connection()
+        if store.backend == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        before = store.schema_version(connection)
+        if before is None:
+            raise RsbenchError(f"{store.url} holds no rsbench store", "check --db / RSBENCH_DB")
+        if before > SCHEMA_VERSION:
+            raise RsbenchError(
+                f"the store {store.url} has schema version {before}, newer than this rsbench's {SCHEMA_VERSION}",
+                "upgrade rsbench (pip install -U rsbench) to read it",
+            )
+        if before < SCHEMA_VERSION:
+            upgrade(connection, before)
+    store.engine.dispose()
+    return before, SCHEMA_VERSION

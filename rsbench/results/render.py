@@ -17,15 +17,17 @@ from typing import Any
 import pandas as pd
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
+from rsbench.atomic import json_text
 from rsbench.errors import RsbenchError, did_you_mean
-from rsbench.leaderboard import Row, Stat, board_rows, radius_key, strict_json
+from rsbench.results.board import Board, Row, Stat, radius_key
 
 FORMATS = ("rich", "markdown", "latex", "csv", "json")
 UNCERTIFIABLE = "–"
 MISSING = "n/a"
 # protocol fields: stated once in the caption when every row agrees, else shown as columns
-PROTOCOL_COLUMNS = ("certifier", "n", "n0", "alpha", "examples", "split", "budget", "seeds", "draws")
+PROTOCOL_COLUMNS = ("certifier", "radii", "n", "n0", "alpha", "examples", "split", "budget", "seeds", "draws")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,28 @@ class Column:
 
 def params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+
+
+def sigma_text(row: Row) -> str:
+    """σ of the certification, and the training σ where it differs (a marked row of its own)."""
+    text = f"{row.sigma:.2f}"
+    return f"{text} (trained at {row.train_sigma:g})" if row.sigma_mismatch else text
+
+
+def seeds_text(row: Row) -> str:
+    """Distinct training seeds (models), and reruns of a model (other noise seeds), which are not seeds."""
+    text = str(len(row.seeds) or "-")
+    return f"{text} (+{row.reruns} rerun{'s' * (row.reruns > 1)})" if row.reruns else text
+
+
+def radii_text(radii: list[float]) -> str:
+    """A grid certifier's radii compactly (``0:2.5:0.25`` when evenly spaced); ``exact`` for none."""
+    if not radii:
+        return "exact"
+    steps = {round(b - a, 9) for a, b in zip(radii, radii[1:], strict=False)}
+    if len(radii) > 2 and len(steps) == 1:
+        return f"{radii[0]:g}:{radii[-1]:g}:{steps.pop():g}"
+    return ",".join(f"{r:g}" for r in radii)
 
 
 def origin_text(row: Row) -> str:
@@ -91,12 +115,12 @@ def _radius_column(radius: float) -> Column:
 def columns(radii: list[float]) -> dict[str, Column]:
     """Every column a table can show, by key (``--columns`` takes these keys)."""
     found = [
-        Column("sigma", "σ", lambda r, s: f"{r.sigma:.2f}", lambda r: r.sigma),
+        Column("sigma", "σ", lambda r, s: sigma_text(r), lambda r: r.sigma),
         Column("method", "method", lambda r, s: r.method, lambda r: r.method, numeric=False),
         Column("params", "params", lambda r, s: params_text(r.params), lambda r: params_text(r.params), numeric=False),
         Column("arch", "arch", lambda r, s: r.arch or "-", lambda r: r.arch or "", numeric=False),
         Column("origin", "origin", lambda r, s: origin_text(r), origin_text, numeric=False),
-        Column("seeds", "seeds", lambda r, s: str(len(r.seeds) or "-"), lambda r: len(r.seeds)),
+        Column("seeds", "seeds", lambda r, s: seeds_text(r), lambda r: len(r.seeds)),
         Column("acr", "ACR", acr_text, lambda r: None if r.acr.mean is None else round(r.acr.mean, 4), ranked=True),
         *(_radius_column(radius) for radius in radii),
         Column(
@@ -115,6 +139,7 @@ def columns(radii: list[float]) -> dict[str, Column]:
         Column(
             "draws", "draws/image", lambda r, s: _optional(r.draws_per_image, "{:,.0f}"), lambda r: r.draws_per_image
         ),
+        Column("radii", "radii", lambda r, s: radii_text(r.radii), lambda r: radii_text(r.radii), numeric=False),
         Column("n", "N", lambda r, s: f"{r.n:,}", lambda r: r.n),
         Column("n0", "N0", lambda r, s: _optional(r.n0), lambda r: r.n0),
         Column("alpha", "α", lambda r, s: f"{r.alpha:g}", lambda r: r.alpha),
@@ -125,10 +150,10 @@ def columns(radii: list[float]) -> dict[str, Column]:
     return {c.key: c for c in found}
 
 
-def choose_columns(board: dict[str, Any], rows: list[Row], wanted: list[str] | None, wide: bool) -> list[Column]:
+def choose_columns(board: Board, rows: list[Row], wanted: list[str] | None, wide: bool) -> list[Column]:
     """``wanted`` keys in order; by default the identity, ACR and radius columns plus every protocol field
     that differs between rows (the others go in the caption); ``wide``: every column."""
-    available = columns(board["radii"])
+    available = columns(list(board.radii))
     if wanted:
         unknown = [k for k in wanted if k not in available]
         if unknown:
@@ -136,7 +161,7 @@ def choose_columns(board: dict[str, Any], rows: list[Row], wanted: list[str] | N
         return [available[k] for k in wanted]
     if wide:
         return list(available.values())
-    keys = ["sigma", "method", "params", "arch", "origin", "acr", *(radius_key(r) for r in board["radii"])]
+    keys = ["sigma", "method", "params", "arch", "origin", "acr", *(radius_key(r) for r in list(board.radii))]
     varying = [k for k in PROTOCOL_COLUMNS if len({available[k].text(r, False) for r in rows}) > 1]
     return [available[k] for k in keys + varying]
 
@@ -157,9 +182,9 @@ def best_cells(rows: list[Row], shown: list[Column]) -> set[tuple[int, str]]:
     return best
 
 
-def caption(board: dict[str, Any], rows: list[Row], shown: list[Column]) -> str:
+def caption(board: Board, rows: list[Row], shown: list[Column]) -> str:
     """One line: what the table shows and the protocol fields every row shares."""
-    available = columns(board["radii"])
+    available = columns(list(board.radii))
     keys = {c.key for c in shown}
     shared = [
         f"{available[k].header} {available[k].text(rows[0], False)}"
@@ -167,9 +192,11 @@ def caption(board: dict[str, Any], rows: list[Row], shown: list[Column]) -> str:
         if rows and k not in keys and len({available[k].text(r, False) for r in rows}) == 1
     ]
     text = (
-        f"{board['dataset']}: certified accuracy (%) at ℓ2 radius r ([0,1] pixel units) and ACR, mean ± sample "
-        'std over seeds; bold: unique best among rows of one σ and protocol. "–": r beyond what the protocol '
-        'can certify (σ·Φ⁻¹(α^(1/N))); "≥": a lower bound (grid certifier).'
+        f"{board.dataset}: certified accuracy (%) at ℓ2 radius r ([0,1] pixel units) and ACR, mean ± sample "
+        "std over distinct training seeds (reruns of one model are averaged, not seeds); rows ranked by "
+        f"{'ACR' if board.sort_by == 'acr' else 'certified accuracy at r = ' + board.sort_by} within one σ and "
+        'protocol; bold: unique best among them. "–": r beyond what the protocol can certify (σ·Φ⁻¹(α^(1/N))); '
+        '"≥": a lower bound (grid certifier).'
     )
     if shared:
         text += " Protocol: " + ", ".join(shared) + "."
@@ -185,8 +212,8 @@ def cells(rows: list[Row], shown: list[Column], std: bool = True) -> tuple[list[
     return texts, bold
 
 
-def markdown(board: dict[str, Any], wanted: list[str] | None = None) -> str:
-    rows = board_rows(board)
+def markdown(board: Board, wanted: list[str] | None = None) -> str:
+    rows = board.rows
     shown = choose_columns(board, rows, wanted, wide=False)
     texts, bold = cells(rows, shown)
     lines = [
@@ -225,9 +252,9 @@ def tex(text: str) -> str:
     return text
 
 
-def latex(board: dict[str, Any], wanted: list[str] | None = None) -> str:
+def latex(board: Board, wanted: list[str] | None = None) -> str:
     """A ``table`` float with a booktabs ``tabular`` and the caption line (needs ``\\usepackage{booktabs}``)."""
-    rows = board_rows(board)
+    rows = board.rows
     shown = choose_columns(board, rows, wanted, wide=False)
     texts, bold = cells(rows, shown)
     lines = [
@@ -248,12 +275,13 @@ def latex(board: dict[str, Any], wanted: list[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def numeric_frame(board: dict[str, Any]) -> pd.DataFrame:
+def numeric_frame(board: Board) -> pd.DataFrame:
     """One row per leaderboard row, numbers only (fractions, counts), never display strings."""
     records = []
-    for row in board_rows(board):
+    for row in board.rows:
         record = {
             "sigma": row.sigma,
+            "train_sigma": row.train_sigma,
             "method": row.method,
             "params": json.dumps(row.params, sort_keys=True),
             "arch": row.arch,
@@ -262,6 +290,7 @@ def numeric_frame(board: dict[str, Any]) -> pd.DataFrame:
             "reference": row.reference,
             "num_seeds": len(row.seeds),
             "seeds": " ".join(map(str, row.seeds)),
+            "reruns": row.reruns,
             "acr_mean": row.acr.mean,
             "acr_std": row.acr.std,
             "acr_kind": row.acr_kind,
@@ -274,6 +303,7 @@ def numeric_frame(board: dict[str, Any]) -> pd.DataFrame:
             abstain_rate=row.abstain_rate,
             certifier=row.certifier,
             certifier_params=json.dumps(row.certifier_params, sort_keys=True),
+            radii=radii_text(row.radii),
             draws_per_image=row.draws_per_image,
             n=row.n,
             n0=row.n0,
@@ -288,13 +318,13 @@ def numeric_frame(board: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(records).astype({"n0": "Int64", "num_examples": "Int64"}) if records else pd.DataFrame()
 
 
-def to_json(board: dict[str, Any]) -> str:
+def to_json(board: Board) -> str:
     """Strict JSON (NaN and infinities become null)."""
-    return json.dumps(strict_json(board), indent=2, allow_nan=False)
+    return json_text(board.to_json(), indent=2)
 
 
-def render(board: dict[str, Any], fmt: str, wanted: list[str] | None = None) -> str:
-    """``board`` (from :func:`rsbench.leaderboard.build`) as markdown, latex, csv or json text."""
+def render(board: Board, fmt: str, wanted: list[str] | None = None) -> str:
+    """``board`` (from :func:`rsbench.results.board.build`) as markdown, latex, csv or json text."""
     if fmt == "json":
         return to_json(board)
     if fmt == "csv":
@@ -313,24 +343,28 @@ def compact_radii(radii: list[float], width: int) -> list[float]:
     return radii[:: math.ceil(len(radii) / fit)]
 
 
-def rich_table(board: dict[str, Any], wide: bool = False, wanted: list[str] | None = None, width: int = 100) -> Table:
+def rich_table(board: Board, wide: bool = False, wanted: list[str] | None = None, width: int = 100) -> Table:
     """The terminal table. Compact (the default) fits ``width`` columns (every radius on 100): method and
     its parameters in one wrapped cell, means without std; ``wide`` shows every column with ± std."""
-    rows = board_rows(board)
+    rows = board.rows
     if wide or wanted:
         shown = choose_columns(board, rows, wanted, wide=wide)
     else:
-        available = columns(board["radii"])
-        radii = compact_radii(board["radii"], width)
+        available = columns(list(board.radii))
+        radii = compact_radii(list(board.radii), width)
         shown = [available[k] for k in ("sigma", "method", "acr", *(radius_key(r) for r in radii))]
     texts, bold = cells(rows, shown, std=wide)
+    shown_cells = [
+        [Text(text, style="bold green" if best else "") for text, best in zip(line, flags, strict=True)]
+        for line, flags in zip(texts, bold, strict=True)
+    ]
     if not (wide or wanted):
-        for line, row in zip(texts, rows, strict=True):
+        for line, row in zip(shown_cells, rows, strict=True):
             where = ", ".join(filter(None, [origin_text(row), row.arch]))
-            params = f"({params_text(row.params)})" if row.params else None
-            line[1] = " ".join(filter(None, [row.method, params, f"[dim]{where}[/]"]))
+            params = f" ({params_text(row.params)})" if row.params else ""
+            line[1] = Text.assemble(row.method + params + " ", (where, "dim"))
     table = Table(
-        title=caption(board, rows, shown),
+        title=Text(caption(board, rows, shown)),
         title_justify="left",
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
@@ -345,12 +379,12 @@ def rich_table(board: dict[str, Any], wide: bool = False, wanted: list[str] | No
             no_wrap=not wrap,
             min_width=12 if wrap else None,
         )
-    for line, flags in zip(texts, bold, strict=True):
-        table.add_row(*(f"[bold green]{t}[/]" if f else t for t, f in zip(line, flags, strict=True)))
+    for line in shown_cells:
+        table.add_row(*line)
     return table
 
 
-def print_table(board: dict[str, Any], wide: bool = False, wanted: list[str] | None = None) -> None:
+def print_table(board: Board, wide: bool = False, wanted: list[str] | None = None) -> None:
     """Print the terminal table to stdout; ``wide`` uses as many columns as the table needs."""
     from rich.console import Console
 

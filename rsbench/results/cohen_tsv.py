@@ -1,10 +1,10 @@
 """Cohen et al.'s certification logs: ``idx label predict radius correct time`` separated by tabs,
-``time`` as seconds or ``H:MM:SS.ffffff``. Imported into and exported from the store."""
+``time`` as seconds or ``H:MM:SS.ffffff`` (``predict.py``'s logs: ``idx label predict correct time``).
+Imported into and exported from the store."""
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -14,16 +14,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rsbench.checkpoint import atomic_write
+from rsbench.atomic import atomic_write
 from rsbench.errors import RsbenchError, check_seed, did_you_mean
 from rsbench.params import params_to_dict, parse_params
 from rsbench.plugins import get_dataset, get_manager
+from rsbench.protocol import CertificationProtocol, RunDescription, Split
 from rsbench.provenance import file_sha256, provenance
 from rsbench.smoothing import max_certified_radius
 from rsbench.store import Store
-from rsbench.store.store import RunExists
 
 COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
+PREDICT_COLUMNS = ["idx", "label", "predict", "correct", "time"]
 INTEGER_LIMIT = 2**31  # integer columns are 32-bit in the store
 RADIUS_ROUNDING = 5e-3  # logs print radii to 3 significant digits: allow that much above the largest certificate
 
@@ -138,35 +139,36 @@ def import_tsv(
     n0: int = 100,
     n: int = 100_000,
     alpha: float = 0.001,
-    split: str = "test",
+    split: Split = "test",
     arch: str | None = None,
     budget: str | None = None,
     new_method: bool = False,
+    source: str | None = None,
 ) -> int:
     """Import one log as a complete run (one transaction); returns its run id. ``new_method`` admits a
-    method name no installed plugin registers."""
+    method name no installed plugin registers; ``source`` names the log in the run's provenance (default:
+    its resolved path)."""
     check_protocol(sigma, n0, n, alpha, seed)
     spec = get_dataset(dataset)
     full_params = typed_params(method, params or {}, new_method)
     rows = read_tsv(path)
     check_rows(rows, path, spec.num_classes, sigma, n, alpha)
     sha256 = file_sha256(path)
-    protocol = {"dataset": dataset, "method": method, "params": full_params, "sigma": sigma, "seed": seed}
-    protocol.update(n0=n0, n=n, alpha=alpha, split=split)
-    key = hashlib.sha256(json.dumps({"import": sha256, **protocol}, sort_keys=True).encode()).hexdigest()
-    rows = rows.assign(n_a=None, n=n, n0=n0, alpha=alpha, draws=n0 + n, radius_kind="exact")
+    protocol = CertificationProtocol(
+        kind="certify", dataset=dataset, split=split, sigma=float(sigma), train_sigma=float(sigma), certifier="cohen",
+        certifier_params={}, n0=n0, n=n, alpha=alpha, budget=budget, source_sha256=sha256,
+    )  # fmt: skip
+    description = RunDescription(
+        origin="imported", method=method, params=full_params, arch=arch, seed=seed,
+        provenance={**provenance(), "imported_file": source or str(Path(path).resolve()), "file_sha256": sha256},
+    )  # fmt: skip
+    rows = rows.assign(n_a=None, p_a_lower=None, n=n, n0=n0, alpha=alpha, draws=n0 + n, radius_kind="exact")
     indices = rows.idx.tolist()
-    source = {"imported_file": str(Path(path).resolve()), "file_sha256": sha256}
-    try:
-        return store.add_complete_run(
-            rows, **{**protocol, "sigma": float(sigma)}, kind="certify", origin="imported", protocol_key=key,
-            arch=arch, train_sigma=float(sigma), noise_seed=None, certifier="cohen", certifier_params={},
-            batch_size=None, indices={"selections": [{"list": indices}], "planned": indices},
-            num_planned=len(rows), budget=budget, experiment=None, checkpoint_path=None, checkpoint_sha256=None,
-            training_run_id=None, provenance={**provenance(), **source},
-        )  # fmt: skip
-    except RunExists as exists:
-        raise RsbenchError(f"{path} is already imported as run {exists.run_id}") from None
+    existing = store.find_run(protocol)
+    if existing is not None:
+        raise RsbenchError(f"{path} is already imported as run {existing}", "`rsbench runs` lists it")
+    selection = {"selections": [{"list": indices}], "planned": indices}
+    return store.import_run(protocol, description, rows, selection, merge=False)[0]
 
 
 def format_time(seconds: float) -> str:
@@ -175,13 +177,16 @@ def format_time(seconds: float) -> str:
 
 
 def export_tsv(store: Store, run_id: int, path: str | os.PathLike) -> int:
-    """Write a run's rows as Cohen's TSV (atomically); returns the number of rows."""
-    store.get_run(run_id)
+    """Write a run's rows as Cohen's TSV (atomically): ``certify.py``'s columns for a certification,
+    ``predict.py``'s (``idx label predict correct time``) for a prediction; returns the number of rows."""
+    predicting = store.get_run(run_id).kind == "predict"
     rows = store.results([run_id])
-    lines = ["\t".join(COLUMNS)]
+    lines = ["\t".join(PREDICT_COLUMNS if predicting else COLUMNS)]
     lines += [
-        f"{row.idx}\t{row.label}\t{row.predict}\t{float(row.radius)!r}\t{row.correct}\t{format_time(row.seconds)}"
+        f"{row.idx}\t{row.label}\t{row.predict}\t{row.correct}\t{format_time(row.seconds)}"
+        if predicting
+        else f"{row.idx}\t{row.label}\t{row.predict}\t{float(row.radius)!r}\t{row.correct}\t{format_time(row.seconds)}"
         for row in rows.itertuples()
     ]
-    atomic_write(path, lambda handle: handle.write(("\n".join(lines) + "\n").encode()))
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
     return len(rows)

@@ -1,0 +1,373 @@
+"""Leaderboards: a typed :class:`Board` of :class:`Row` s, built from the per-run metrics the store keeps (no
+per-example row is read).
+
+A row is one recipe under one certification protocol: method + hyperparameters + architecture + training
+σ + origin, certified with one certifier (and its parameters), σ, N0, N, α, radii grid, split, budget and
+number of examples. Its runs are told apart by the model they certify: distinct checkpoints (distinct
+training seeds) aggregate as mean ± sample standard deviation (ddof=1, as the paper's Table 3); the same
+checkpoint certified again (another noise seed) is never another seed: its reruns are averaged into that
+model's value and counted apart (``reruns``). A row certified at a σ other than its training σ is its own
+row (``train_sigma`` differs from ``sigma``). Rows are ranked by score (ACR, or certified accuracy at a
+radius) within one σ and protocol.
+
+Per run: certified accuracy at r = share of evaluated examples with correct = 1 and radius >= r;
+ACR = mean of correct × radius (abstentions and errors count 0; a lower bound where radii are ``grid``
+radii); clean accuracy = share correct; abstention rate = share with prediction -1. Radii are ℓ2, in [0,1]
+pixel units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from rsbench import config
+from rsbench.errors import RsbenchError
+from rsbench.params import params_to_dict, parse_params
+from rsbench.plugins import get_certifier
+from rsbench.smoothing import max_certified_radius
+from rsbench.store import Store, certified_count
+
+DEFAULT_RADII = tuple(round(0.25 * i, 2) for i in range(11))
+GROUP_KEYS = [
+    "origin",
+    "method",
+    "params_key",
+    "arch",
+    "train_sigma_key",
+    "sigma",
+    "certifier",
+    "certifier_params_key",
+    "n0",
+    "n",
+    "alpha",
+    "radii_key",
+    "num_examples",
+    "split",
+    "budget",
+    "acr_kind",
+]
+REPORTED_RESOURCE = "paper_reported.json"
+SORT_CHOICES = "acr, or a radius such as 0.50"
+
+
+def parse_radii(text: str | None) -> tuple[float, ...]:
+    """``"0:2.5:0.25"`` (start:stop:step, stop included) or ``"0,0.5,1"``; the default grid when empty."""
+    return config.parse_radii(text, DEFAULT_RADII)
+
+
+def radius_key(radius: float) -> str:
+    return f"{radius:.2f}"
+
+
+@dataclasses.dataclass
+class Stat:
+    """Mean and sample standard deviation (ddof=1) over models; ``std`` is None with one model or none."""
+
+    mean: float | None
+    std: float | None = None
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stat:
+        array = np.asarray(values, dtype=float)
+        return cls(float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else None)
+
+
+@dataclasses.dataclass
+class Row:
+    """One leaderboard row; its fields are the JSON schema of ``rsbench leaderboard --format json``.
+
+    ``source`` is ``reproduced`` (rows in the store) or ``reported`` (a paper's table, named by
+    ``reference``); ``origin`` is ``rsbench`` (certified here), ``imported`` or ``reported``. ``seeds`` are
+    the training seeds of the row's distinct models, ``reruns`` the certifications of an already counted
+    model (another noise seed), averaged into its value; ``model_runs`` groups ``runs`` by model.
+    ``train_sigma`` is the σ the models were trained at (None where unknown). ``acr_kind`` is
+    ``lower_bound`` when any radius is a grid radius. ``draws_per_image`` is the mean noise draws spent per
+    example (None where unknown). ``certifiable_radius`` is σ·Φ⁻¹(α^{1/N}).
+    """
+
+    method: str
+    params: dict[str, Any]
+    arch: str | None
+    sigma: float
+    train_sigma: float | None
+    seeds: list[int]
+    reruns: int
+    num_examples: int | None
+    n: int
+    n0: int | None
+    alpha: float
+    split: str
+    budget: str
+    certifier: str
+    certifier_params: dict[str, Any]
+    radii: list[float]
+    draws_per_image: float | None
+    acr: Stat
+    acr_kind: Literal["exact", "lower_bound"]
+    certified_accuracy: dict[str, Stat | None]
+    certifiable_radius: float
+    clean_accuracy: float | None
+    abstain_rate: float | None
+    source: Literal["reproduced", "reported"]
+    origin: str
+    reference: str | None
+    runs: list[int]
+    model_runs: list[list[int]]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Row:
+        fields: dict[str, Any] = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
+        fields["acr"] = Stat(**data["acr"])
+        fields["certified_accuracy"] = {k: Stat(**v) if v else None for k, v in data["certified_accuracy"].items()}
+        return cls(**fields)
+
+    @property
+    def sigma_mismatch(self) -> bool:
+        """Certified at a σ other than the models' training σ."""
+        return self.train_sigma is not None and not math.isclose(self.sigma, self.train_sigma, rel_tol=1e-9)
+
+    def protocol(self) -> tuple:
+        """What must agree for two rows to be ranked against each other."""
+        return (
+            self.sigma,
+            self.certifier,
+            json.dumps(self.certifier_params, sort_keys=True),
+            self.n,
+            self.n0,
+            self.alpha,
+            tuple(self.radii),
+            self.num_examples,
+            self.split,
+            self.budget,
+            self.acr_kind,
+        )
+
+    def score(self, sort_by: str) -> float | None:
+        """The ranking value: the mean ACR (``acr``) or mean certified accuracy at a radius (``"0.50"``)."""
+        stat = self.acr if sort_by == "acr" else self.certified_accuracy.get(sort_by)
+        return None if stat is None else stat.mean
+
+
+@dataclasses.dataclass
+class Board:
+    """One dataset's leaderboard: rows ranked by ``sort_by`` within each σ and protocol; certified
+    accuracies at ``radii`` (ℓ2, [0,1] pixel units)."""
+
+    dataset: str
+    radii: tuple[float, ...]
+    rows: list[Row]
+    sort_by: str = "acr"
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of DESIGN.md (``rsbench leaderboard --format json``)."""
+        return {
+            "dataset": self.dataset,
+            "radii": list(self.radii),
+            "sort_by": self.sort_by,
+            "rows": [dataclasses.asdict(row) for row in self.rows],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Board:
+        rows = [Row.from_dict(r) for r in data["rows"]]
+        return cls(data["dataset"], tuple(data["radii"]), rows, data.get("sort_by", "acr"))
+
+
+def certifier_params_with_defaults(certifier: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """A certifier's parameters with its defaults filled in, so that runs recorded with none (imported logs,
+    runs certified before a parameter existed, a paper's rows) rank with runs that spell the defaults out;
+    as recorded when the certifier is not installed or its parameters no longer parse."""
+    try:
+        spec = get_certifier(certifier)
+        return params_to_dict(parse_params(spec.Params, params or {}, f"certifier {certifier!r}"))
+    except RsbenchError:
+        return dict(params or {})
+
+
+def _model(run: pd.Series) -> str:
+    """What tells a run's model apart: its checkpoint, else (imported logs) its training seed, else its log."""
+    if isinstance(run["checkpoint_sha256"], str):
+        return f"checkpoint {run['checkpoint_sha256']}"
+    if not pd.isna(run["seed"]):
+        return f"seed {int(run['seed'])}"
+    return f"log {run['source_sha256'] or run['id']}"
+
+
+def _run_table(store: Store, dataset: str) -> pd.DataFrame:
+    """Complete certify runs of ``dataset`` with their metrics and grouping keys."""
+    runs = store.run_metrics(dataset)
+    if runs.empty:
+        return runs
+    runs["params_key"] = runs["params"].map(lambda p: json.dumps(p, sort_keys=True))
+    runs["certifier_params"] = [
+        certifier_params_with_defaults(c, p) for c, p in zip(runs["certifier"], runs["certifier_params"], strict=True)
+    ]
+    runs["certifier_params_key"] = runs["certifier_params"].map(lambda p: json.dumps(p, sort_keys=True))
+    runs["radii_key"] = runs["radii"].map(lambda r: json.dumps([float(x) for x in r or []]))
+    runs["train_sigma_key"] = runs["train_sigma"].astype(object).where(runs["train_sigma"].notna(), -1.0)
+    runs["acr_kind"] = runs["lower_bound"].map(lambda lower: "lower_bound" if lower else "exact")
+    runs["budget"] = runs["budget"].astype(object).where(runs["budget"].notna(), "full").replace("", "full")
+    runs["arch"] = runs["arch"].astype(object).where(runs["arch"].notna(), "")
+    runs["n0"] = runs["n0"].astype(object).where(runs["n0"].notna(), -1)
+    runs["model"] = runs.apply(_model, axis=1)
+    return runs
+
+
+def _run_values(run: pd.Series, radii: tuple[float, ...]) -> dict[str, Any]:
+    """One run's ACR, certified accuracy at each radius, clean accuracy and abstention rate (fractions)."""
+    total = run["num_examples"]
+    return {
+        "acr": run["acr"],
+        **{radius_key(r): certified_count(run["certified_counts"], r) / total for r in radii},
+        "clean": run["num_correct"] / total,
+        "abstain": run["num_abstain"] / total,
+    }
+
+
+def _group_row(group: pd.DataFrame, radii: tuple[float, ...]) -> Row:
+    first = group.iloc[0]
+    models = list(group.groupby("model", sort=False))
+    per_model = [pd.DataFrame([_run_values(run, radii) for _, run in runs.iterrows()]).mean() for _, runs in models]
+    seeds = {int(runs["seed"].iloc[0]) for _, runs in models if not pd.isna(runs["seed"].iloc[0])}
+    draws = int(group["draws_count"].sum())
+    train_sigma = float(first["train_sigma_key"])
+    return Row(
+        method=first["method"],
+        params=first["params"],
+        arch=first["arch"] or None,
+        sigma=float(first["sigma"]),
+        train_sigma=None if train_sigma == -1 else train_sigma,
+        seeds=sorted(seeds),
+        reruns=len(group) - len(models),
+        num_examples=int(first["num_examples"]),
+        n=int(first["n"]),
+        n0=None if first["n0"] == -1 else int(first["n0"]),
+        alpha=float(first["alpha"]),
+        split=first["split"],
+        budget=first["budget"],
+        certifier=first["certifier"],
+        certifier_params=first["certifier_params"],
+        radii=json.loads(first["radii_key"]),
+        draws_per_image=float(group["draws_sum"].sum()) / draws if draws else None,
+        acr=Stat.of([m["acr"] for m in per_model]),
+        acr_kind=first["acr_kind"],
+        certified_accuracy={radius_key(r): Stat.of([m[radius_key(r)] for m in per_model]) for r in radii},
+        certifiable_radius=max_certified_radius(float(first["sigma"]), int(first["n"]), float(first["alpha"])),
+        clean_accuracy=float(np.mean([m["clean"] for m in per_model])),
+        abstain_rate=float(np.mean([m["abstain"] for m in per_model])),
+        source="reproduced",
+        origin=first["origin"],
+        reference=None,
+        runs=[int(i) for i in group["id"]],
+        model_runs=[[int(i) for i in runs["id"]] for _, runs in models],
+    )
+
+
+def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...]) -> list[Row]:
+    """Rows of the complete certify runs of ``dataset`` in ``store``."""
+    runs = _run_table(store, dataset)
+    if runs.empty:
+        return []
+    return [_group_row(group, radii) for _, group in runs.groupby(GROUP_KEYS, dropna=False, sort=True)]
+
+
+def reported_entries() -> list[dict[str, Any]]:
+    """The paper's reported numbers (package data ``rsbench/data/paper_reported.json``)."""
+    resource = importlib.resources.files("rsbench") / "data" / REPORTED_RESOURCE
+    if not resource.is_file():
+        raise RsbenchError(
+            f"the paper's reported numbers are missing from the installation ({resource})", "reinstall rsbench"
+        )
+    return json.loads(resource.read_text(encoding="utf-8"))["rows"]
+
+
+def reported_rows(dataset: str, radii: tuple[float, ...]) -> list[Row]:
+    """The paper's rows for ``dataset`` at the requested radii (a radius the paper does not report is None)."""
+    rows = []
+    for entry in (e for e in reported_entries() if e["dataset"] == dataset):
+        reported = entry.get("certified_accuracy", {})
+        n, alpha = entry.get("n", 100_000), entry.get("alpha", 0.001)
+        rows.append(
+            Row(
+                method=entry["method"],
+                params=entry["params"],
+                arch=entry.get("arch"),
+                sigma=entry["sigma"],
+                train_sigma=entry["sigma"],
+                seeds=entry.get("seeds", []),
+                reruns=0,
+                num_examples=entry.get("num_examples"),
+                n=n,
+                n0=entry.get("n0", 100),
+                alpha=alpha,
+                split="test",
+                budget="full",
+                certifier="cohen",
+                certifier_params=certifier_params_with_defaults("cohen", {}),
+                radii=[],
+                draws_per_image=None,
+                acr=Stat(entry["acr"], entry.get("acr_std")),
+                acr_kind="exact",
+                certified_accuracy={
+                    radius_key(r): Stat(reported[radius_key(r)]) if radius_key(r) in reported else None for r in radii
+                },
+                certifiable_radius=max_certified_radius(entry["sigma"], n, alpha),
+                clean_accuracy=entry.get("clean_accuracy"),
+                abstain_rate=None,
+                source="reported",
+                origin="reported",
+                reference=entry["reference"],
+                runs=[],
+                model_runs=[],
+            )
+        )
+    return rows
+
+
+def check_sort_by(sort_by: str, radii: tuple[float, ...]) -> str:
+    """``acr`` or one of ``radii`` (as ``0.50``); anything else is an error naming the choices."""
+    if sort_by == "acr":
+        return sort_by
+    try:
+        key = radius_key(float(sort_by))
+    except ValueError:
+        key = sort_by
+    if key not in {radius_key(r) for r in radii}:
+        raise RsbenchError(f"cannot sort by {sort_by!r}", f"choose {SORT_CHOICES} among the board's radii")
+    return key
+
+
+def ranked(rows: list[Row], sort_by: str) -> list[Row]:
+    """Rows grouped by σ and protocol (protocols in a stable order), best score first within each group;
+    rows without a score last."""
+    protocols = sorted({json.dumps(r.protocol(), default=str) for r in rows})
+    order = {p: i for i, p in enumerate(protocols)}
+
+    def key(row: Row) -> tuple:
+        score = row.score(sort_by)
+        protocol = order[json.dumps(row.protocol(), default=str)]
+        return (row.sigma, protocol, score is None, -(score or 0.0), row.method, row.source, row.runs)
+
+    return sorted(rows, key=key)
+
+
+def build(
+    store: Store,
+    dataset: str,
+    radii: tuple[float, ...] = DEFAULT_RADII,
+    include_reported: bool = False,
+    sort_by: str = "acr",
+) -> Board:
+    """The leaderboard of ``dataset``: rows ranked by ``sort_by`` (``acr`` or a radius) within σ and protocol."""
+    sort_by = check_sort_by(sort_by, radii)
+    rows = reproduced_rows(store, dataset, radii)
+    if include_reported:
+        rows += reported_rows(dataset, radii)
+    return Board(dataset, tuple(radii), ranked(rows, sort_by), sort_by)

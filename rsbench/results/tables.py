@@ -1,0 +1,64 @@
+"""The terminal listings of ``rsbench runs`` and ``rsbench plugins`` (rich tables). Every cell is plain
+:class:`rich.text.Text`, never markup, so a name from a record or a plugin prints as it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from rsbench.results.render import params_text
+
+RUN_COLUMNS = ("id", "dataset", "method", "σ", "seed", "N", "examples", "budget", "origin")
+
+
+def runs_table(runs: pd.DataFrame, counts: dict[int, int], store_url: str) -> Table:
+    """One line per run (``runs``: the store's runs table): its model, σ, N, examples done of planned, budget,
+    and its origin with notes (``predict`` for a prediction, ``running`` for an unfinished run)."""
+    table = Table(
+        title=Text(f"runs in {store_url}"), box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False
+    )
+    runs = runs.astype(object).where(runs.notna(), None)
+    lines = []
+    for row in runs.itertuples():
+        method = f"{row.method} ({params_text(row.params)})" if row.params else row.method
+        notes = [row.kind] * (row.kind != "certify") + [row.status] * (row.status != "complete")
+        done = counts.get(row.id, 0)
+        examples = f"{done:,}" if done == row.num_planned else f"{done:,}/{row.num_planned:,}"
+        cells = [str(row.id), row.dataset, method, f"{row.sigma:g}", "-" if row.seed is None else str(row.seed)]
+        lines.append([*cells, f"{row.n:,}", examples, row.budget or "full", ", ".join([row.origin, *notes])])
+    for index, column in enumerate(RUN_COLUMNS):
+        if column == "method":  # the one column that wraps (between parameters), the others keep their width
+            table.add_column(column, min_width=12, overflow="fold")
+        else:
+            width = max([len(column), *(len(line[index]) for line in lines)])
+            table.add_column(column, no_wrap=True, min_width=width)
+    for line in lines:
+        table.add_row(*(Text(cell) for cell in line))
+    return table
+
+
+def plugins_table(listing: list[dict[str, Any]]) -> Table:
+    """Every plugin (from :func:`rsbench.plugins.describe_plugins`): its source and what it registers, with
+    hyperparameters as the flags they become and presets."""
+    table = Table(title="rsbench plugins", show_lines=True)
+    for column in ("plugin", "source", "registers"):
+        table.add_column(column)
+    for entry in listing:
+        lines = Text()
+        for kind, items in entry["registers"].items():
+            for item in items:
+                lines.append(kind, style="bold")
+                lines.append(f" {item['name']}: {item['description']}\n")
+                for p in item.get("params", []):
+                    extra = f" [{p['constraint']}]" if p["constraint"] else ""
+                    flag = "--" + p["name"].replace("_", "-")
+                    lines.append(f"    {flag} {p['type']} = {p['default']}{extra}: {p['help']}\n")
+                if item.get("presets"):
+                    lines.append("    presets: " + ", ".join(p["name"] for p in item["presets"]) + "\n")
+        lines.rstrip()
+        table.add_row(Text(entry["name"]), Text(f"{entry['source']} {entry['version']}".strip()), lines)
+    return table
