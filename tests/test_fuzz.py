@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rsbench.checkpoint import classifier_from_checkpoint, load_checkpoint
-from rsbench.results.cohen_tsv import export_tsv, import_tsv, read_tsv
 from rsbench.config import TrainConfig, parse_radii, train_config
 from rsbench.errors import RsbenchError
 from rsbench.nets import build_classifier
 from rsbench.plugins import get_dataset
+from rsbench.results.cohen_tsv import export_tsv, import_tsv, read_tsv
 from rsbench.store import open_store
 from rsbench.training import resolve
 

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from rsbench.checkpoint import atomic_save, classifier_from_checkpoint, load_checkpoint
 from rsbench.cli import app
-from rsbench.results.cohen_tsv import export_tsv, import_tsv
 from rsbench.errors import RsbenchError
 from rsbench.nets import build_classifier
 from rsbench.plugins import get_dataset
+from rsbench.results.cohen_tsv import export_tsv, import_tsv
 from rsbench.store import open_store
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"

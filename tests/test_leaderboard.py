@@ -13,10 +13,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from rsbench.cli import app
-from rsbench.results.figures import figure, plot
-from rsbench.results.board import build, parse_radii
-from rsbench.results.render import render, rich_table
 from rsbench.protocol import CertificationProtocol, RunDescription
+from rsbench.results.board import build, parse_radii
+from rsbench.results.figures import figure, plot
+from rsbench.results.render import render, rich_table
 from rsbench.store import open_store
 
 runner = CliRunner()

@@ -14,13 +14,13 @@ import pytest
 import torch
 from sqlalchemy import create_engine, make_url, text
 
-from rsbench.results.cohen_tsv import import_tsv
 from rsbench.config import TrainConfig
 from rsbench.errors import RsbenchError
-from rsbench.results.board import build
 from rsbench.nets import build_classifier
 from rsbench.plugins import get_dataset
 from rsbench.protocol import CertificationProtocol, RunDescription
+from rsbench.results.board import build
+from rsbench.results.cohen_tsv import import_tsv
 from rsbench.store import open_store
 
 pytest_plugins = ["postgres"]  # the db_url and postgres_server fixtures

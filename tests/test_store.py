@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from helpers import REFERENCE_LOGS, need
 from rsbench.cli import app
-from rsbench.results.cohen_tsv import export_tsv, import_tsv, read_tsv
 from rsbench.errors import RsbenchError
 from rsbench.results.board import build, parse_radii
+from rsbench.results.cohen_tsv import export_tsv, import_tsv, read_tsv
 from rsbench.results.render import render
 from rsbench.store import open_store
 
