@@ -7,51 +7,25 @@ it, and their checkpoints load here (``rsbench`` entry absent: dataset and norma
 
 from __future__ import annotations
 
-import errno
 import io
 import math
 import os
 import pickletools
-import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 from torch import nn
 
+from rsbench.atomic import atomic_write
 from rsbench.errors import RsbenchError, check_seed
 from rsbench.nets import NORMALIZATION_KINDS, build_classifier, normalization_for
 from rsbench.plugins import get_dataset
 from rsbench.specs import Dataset, Normalization
 
 CHECKPOINT_NAME = "checkpoint.pth.tar"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], make_folder: bool = False) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``: readers see the old
-    file or the whole new one. An unwritable ``path`` (missing or read-only folder, a folder itself, a full
-    disk) is an :class:`RsbenchError`, and no temporary file is left behind."""
-    path = Path(path)
-    tmp = None
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file name")
-        if make_folder:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise RsbenchError(f"cannot write {path}: {error.strerror or error}", "choose a writable file path") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -242,3 +216,20 @@ def classifier_from_checkpoint(
     meta.setdefault("arch", checkpoint["arch"])
     meta["normalization"] = {"kind": norm.kind, "mean": list(norm.mean), "std": list(norm.std)}
     return classifier, meta
+
+
+def load_classifier(
+    path: str | os.PathLike, dataset: str | None = None, normalization: str | None = None
+) -> tuple[nn.Sequential, dict[str, Any]]:
+    """The base classifier saved in a checkpoint file (rsbench's, or Cohen's, Salman's and Jeong & Shin's
+    official ones) and its metadata: ``model(x)`` maps a batch [B,C,H,W] in [0,1] pixel space to logits
+    (normalization is its first layer), in eval mode on the CPU. ``meta`` holds the dataset, architecture,
+    σ it was trained at (official checkpoints: absent), method, hyperparameters, seed and normalization.
+    An official checkpoint needs ``dataset`` (and ``normalization`` when not the dataset's). The file is read
+    as data only, never as code::
+
+        from rsbench import SmoothedClassifier, load_classifier
+        model, meta = load_classifier("runs/mnist/gaussian-sigma0.5-seed0/checkpoint.pth.tar")
+        g = SmoothedClassifier(model, num_classes=10, sigma=meta["sigma"])
+    """
+    return classifier_from_checkpoint(load_checkpoint(path), dataset, normalization)

@@ -21,7 +21,7 @@ from rsbench.errors import RsbenchError, check_seed
 from rsbench.methods import TrainingMethod, noisy_copies
 from rsbench.nets import build_classifier
 from rsbench.params import params_to_dict, parse_params
-from rsbench.plugins import get_dataset, get_method
+from rsbench.plugins import get_dataset, get_method, plugin_sources
 from rsbench.progress import console, make_progress
 from rsbench.provenance import auto_device, provenance
 from rsbench.specs import Schedule
@@ -168,7 +168,11 @@ def open_session(config: TrainConfig, resume: bool) -> Session:
         "preset": config.preset,
         "test_limit": config.test_limit,
         "world_size": world.size,
-        "provenance": {**provenance(device), "world_size": world.size},
+        "provenance": {
+            **provenance(device),
+            "world_size": world.size,
+            "plugins": plugin_sources(method=config.method, architecture=config.arch, dataset=config.dataset),
+        },
     }
     step_model: nn.Module = model
     if world.distributed:

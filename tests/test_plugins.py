@@ -162,7 +162,7 @@ from dataclasses import dataclass
 import torch
 from scipy.stats import norm
 
-from rsbench import Certificate, Certifier, hookimpl, hyperparameter
+from rsbench import Certificate, Certifier, SmoothedClassifierBase, hookimpl, hyperparameter
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class Params:
     chunk: int = hyperparameter(250, "noisy copies per forward pass", min=1)
 
 
-class Hoeffding:
+class Hoeffding(SmoothedClassifierBase):
     """CERTIFY with a Hoeffding lower bound instead of Clopper-Pearson, written to rsbench's contract."""
 
     def __init__(self, base, num_classes, sigma, params):

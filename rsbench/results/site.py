@@ -28,6 +28,7 @@ import numpy as np
 
 from rsbench.atomic import atomic_write_text
 from rsbench.errors import RsbenchError
+from rsbench.protocol import DESCRIPTION_FIELDS, PROTOCOL_FIELDS
 from rsbench.results import figures, render
 from rsbench.results.board import DEFAULT_RADII, Board, Row, build, radius_key
 from rsbench.results.records import model_info
@@ -151,14 +152,7 @@ def _fields(obj: Any, names: Sequence[str]) -> list[tuple[str, str]]:
     return [(name, text(getattr(obj, name))) for name in names if getattr(obj, name) not in (None, "", {}, [])]
 
 
-PROTOCOL_FIELDS = (
-    "kind", "dataset", "split", "sigma", "certifier", "certifier_params", "n0", "n", "alpha", "noise_seed", "budget",
-    "protocol_key",
-)  # fmt: skip
-RUN_FIELDS = (
-    "status", "origin", "method", "params", "arch", "train_sigma", "seed", "batch_size", "experiment",
-    "checkpoint_sha256", "created_at",
-)  # fmt: skip
+RUN_FIELDS = (*(f for f in DESCRIPTION_FIELDS if f not in ("provenance", "checkpoint_path")), "status", "created_at")
 TRAINING_FIELDS = (
     "method", "params", "arch", "sigma", "seed", "epochs", "test_accuracy", "checkpoint_sha256", "created_at",
 )  # fmt: skip
@@ -174,7 +168,7 @@ def run_context(run: Any, training: Any, metrics: Any) -> dict[str, Any]:
         ("ACR" + (" (lower bound: grid radii)" if lower else ""), f"{'≥ ' if lower else ''}{metrics.acr:.4f}"),
         ("draws per image", f"{metrics.draws_sum / metrics.draws_count:,.0f}" if metrics.draws_count else "unknown"),
     ]
-    protocol = _fields(run, PROTOCOL_FIELDS)
+    protocol = _fields(run, (*PROTOCOL_FIELDS, "protocol_key"))
     facts = _fields(run, RUN_FIELDS)
     provenance = {k: v for k, v in (run.provenance or {}).items() if k != "model_info"}
     return {
