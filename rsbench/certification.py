@@ -105,6 +105,8 @@ def open_job(config: CertifyConfig, store: Store) -> CertificationJob:
     """Validate everything (config, checkpoint, σ, certifier and its parameters, data, indices), then open
     or resume the run in the store."""
     validate(config)
+    certifier = get_certifier(config.certifier)
+    certifier_params = parse_params(certifier.Params, config.certifier_params, f"certifier {config.certifier!r}")
     checkpoint = load_checkpoint(config.checkpoint)
     classifier, meta = classifier_from_checkpoint(checkpoint, config.dataset, config.normalization)
     dataset = get_dataset(meta["dataset"])
@@ -116,8 +118,6 @@ def open_job(config: CertifyConfig, store: Store) -> CertificationJob:
             f"with N={config.n} and alpha={config.alpha} CERTIFY can never certify (it needs alpha^(1/N) > 0.5)",
             "raise --n",
         )
-    certifier = get_certifier(config.certifier)
-    certifier_params = parse_params(certifier.Params, config.certifier_params, f"certifier {config.certifier!r}")
     device = auto_device(rank_device(current_world(config.device), config.device))
     smoothed = certifier.create(classifier.to(device), dataset.num_classes, float(sigma), certifier_params)
     if not isinstance(smoothed, SmoothedClassifierBase):

@@ -33,7 +33,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 USAGE_ERRORS = [
     (("nosuch",), "No such command"),
     (("certify",), "Missing argument"),
-    (("certify", "ck.pth", "--nn", "3"), "No such option: --nn"),
+    (("leaderboard", "--dataset", "mnist", "--nn", "3"), "No such option: --nn"),
     (("certify", "ck.pth", "--n", "many"), "Invalid value for '--n'"),
     (("leaderboard",), "Missing option '--dataset'"),
     (("train", "--epochs", "1.5"), "Invalid value for '--epochs'"),
@@ -48,13 +48,20 @@ def test_usage_errors_are_one_line(args, fragment, tmp_path):
 
 def test_usage_errors_are_one_line_from_the_console_script(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "rsbench", "certify", "ck", "--nn", "3"],
+        [sys.executable, "-m", "rsbench", "runs", "--nn", "3"],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=tmp_path,
     )
-    assert_one_line_error(result, "No such option: --nn", "hint: see `rsbench certify --help`")
+    assert_one_line_error(result, "No such option: --nn", "hint: see `rsbench runs --help`")
+
+
+def test_an_unknown_certify_flag_is_checked_as_a_certifier_hyperparameter_before_anything_is_read(tmp_path):
+    """Certifier hyperparameters are flags: a misspelt one names the certifier's hyperparameters, before the
+    checkpoint is even opened."""
+    result = run("certify", "missing.pth", "--nn", "3", env_db=tmp_path / "s.db", cwd=tmp_path)
+    assert_one_line_error(result, "certifier 'cohen' has no hyperparameter 'nn'", "forward_batch")
 
 
 TRAIN_ERRORS = [

@@ -22,6 +22,7 @@ from rsbench.protocol import CertificationProtocol, RunDescription, Split
 from rsbench.provenance import file_sha256, provenance
 from rsbench.smoothing import max_certified_radius
 from rsbench.store import Store
+from rsbench.store.store import RunExists
 
 COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
 PREDICT_COLUMNS = ["idx", "label", "predict", "correct", "time"]
@@ -164,11 +165,11 @@ def import_tsv(
     )  # fmt: skip
     rows = rows.assign(n_a=None, p_a_lower=None, n=n, n0=n0, alpha=alpha, draws=n0 + n, radius_kind="exact")
     indices = rows.idx.tolist()
-    existing = store.find_run(protocol)
-    if existing is not None:
-        raise RsbenchError(f"{path} is already imported as run {existing}", "`rsbench runs` lists it")
     selection = {"selections": [{"list": indices}], "planned": indices}
-    return store.import_run(protocol, description, rows, selection, merge=False)[0]
+    try:
+        return store.import_run(protocol, description, rows, selection, merge=False)[0]
+    except RunExists as exists:
+        raise RsbenchError(f"{path} is already imported as run {exists.run_id}", "`rsbench runs` lists it") from None
 
 
 def format_time(seconds: float) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from rsbench.atomic import atomic_write
 from rsbench.errors import RsbenchError
 from rsbench.results.board import Board, Row
+from rsbench.results.escape import plot_label
 from rsbench.results.render import params_text
 from rsbench.store import RADIUS_STEP, Store
 
@@ -66,11 +67,11 @@ def draw_panel(axis, rows: list[Row], curves: dict[int, np.ndarray], colours: di
         style = next(styles.setdefault(row.method, itertools.cycle(LINESTYLES)))
         label = f"{row.method} ({params_text(row.params)})" + ("" if row.budget == "full" else f" [{row.budget}]")
         mean = values.mean(axis=0)
-        axis.plot(grid, mean, color=colours[row.method], linestyle=style, label=label.replace("$", r"\$"))
+        axis.plot(grid, mean, color=colours[row.method], linestyle=style, label=plot_label(label))
         if len(values) > 1:
             std = values.std(axis=0, ddof=1)
             axis.fill_between(grid, mean - std, mean + std, color=colours[row.method], alpha=0.2, linewidth=0)
-    axis.set_title(title.replace("$", r"\$"))
+    axis.set_title(plot_label(title))
     axis.set_xlabel("ℓ2 radius r ([0,1] pixel units)")
     axis.set_ylabel("certified accuracy (fraction)")
     axis.set_ylim(0, 1)

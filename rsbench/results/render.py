@@ -22,6 +22,7 @@ from rich.text import Text
 from rsbench.atomic import json_text
 from rsbench.errors import RsbenchError, did_you_mean
 from rsbench.results.board import Board, Row, Stat, radius_key
+from rsbench.results.escape import csv_cell, markdown_cell, printable, tex
 
 FORMATS = ("rich", "markdown", "latex", "csv", "json")
 UNCERTIFIABLE = "–"
@@ -217,39 +218,15 @@ def markdown(board: Board, wanted: list[str] | None = None) -> str:
     shown = choose_columns(board, rows, wanted, wide=False)
     texts, bold = cells(rows, shown)
     lines = [
-        caption(board, rows, shown),
+        markdown_cell(caption(board, rows, shown)),
         "",
-        "| " + " | ".join(c.header for c in shown) + " |",
+        "| " + " | ".join(markdown_cell(c.header) for c in shown) + " |",
         "|" + "|".join("---:" if c.numeric else "---" for c in shown) + "|",
     ]
     for line, flags in zip(texts, bold, strict=True):
-        lines.append("| " + " | ".join(f"**{t}**" if f else t for t, f in zip(line, flags, strict=True)) + " |")
+        cells_text = (markdown_cell(t) for t in line)
+        lines.append("| " + " | ".join(f"**{t}**" if f else t for t, f in zip(cells_text, flags, strict=True)) + " |")
     return "\n".join(lines) + "\n"
-
-
-LATEX_REPLACEMENTS = [
-    ("\\", "\\textbackslash{}"),
-    ("_", "\\_"),
-    ("%", "\\%"),
-    ("&", "\\&"),
-    ("#", "\\#"),
-    ("±", "$\\pm$"),
-    ("≥", "$\\geq$"),
-    ("σ", "$\\sigma$"),
-    ("α", "$\\alpha$"),
-    ("Φ⁻¹", "$\\Phi^{-1}$"),
-    ("ℓ2", "$\\ell_2$"),
-    ("·", "$\\cdot$"),
-    ("–", "--"),
-    ("^(1/N)", "$^{1/N}$"),
-    ('"', "''"),
-]
-
-
-def tex(text: str) -> str:
-    for plain, escaped in LATEX_REPLACEMENTS:
-        text = text.replace(plain, escaped)
-    return text
 
 
 def latex(board: Board, wanted: list[str] | None = None) -> str:
@@ -328,7 +305,7 @@ def render(board: Board, fmt: str, wanted: list[str] | None = None) -> str:
     if fmt == "json":
         return to_json(board)
     if fmt == "csv":
-        return numeric_frame(board).to_csv(index=False)
+        return numeric_frame(board).map(csv_cell).to_csv(index=False)
     if fmt == "markdown":
         return markdown(board, wanted)
     if fmt == "latex":
@@ -355,16 +332,16 @@ def rich_table(board: Board, wide: bool = False, wanted: list[str] | None = None
         shown = [available[k] for k in ("sigma", "method", "acr", *(radius_key(r) for r in radii))]
     texts, bold = cells(rows, shown, std=wide)
     shown_cells = [
-        [Text(text, style="bold green" if best else "") for text, best in zip(line, flags, strict=True)]
+        [Text(printable(text), style="bold green" if best else "") for text, best in zip(line, flags, strict=True)]
         for line, flags in zip(texts, bold, strict=True)
     ]
     if not (wide or wanted):
         for line, row in zip(shown_cells, rows, strict=True):
             where = ", ".join(filter(None, [origin_text(row), row.arch]))
             params = f" ({params_text(row.params)})" if row.params else ""
-            line[1] = Text.assemble(row.method + params + " ", (where, "dim"))
+            line[1] = Text.assemble(printable(row.method + params + " "), (printable(where), "dim"))
     table = Table(
-        title=Text(caption(board, rows, shown)),
+        title=Text(printable(caption(board, rows, shown))),
         title_justify="left",
         box=box.SIMPLE_HEAD,
         collapse_padding=True,

@@ -10,6 +10,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from rsbench.results.escape import printable
 from rsbench.results.render import params_text
 
 RUN_COLUMNS = ("id", "dataset", "method", "σ", "seed", "N", "examples", "budget", "origin")
@@ -19,7 +20,11 @@ def runs_table(runs: pd.DataFrame, counts: dict[int, int], store_url: str) -> Ta
     """One line per run (``runs``: the store's runs table): its model, σ, N, examples done of planned, budget,
     and its origin with notes (``predict`` for a prediction, ``running`` for an unfinished run)."""
     table = Table(
-        title=Text(f"runs in {store_url}"), box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False
+        title=Text(printable(f"runs in {store_url}")),
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
     )
     runs = runs.astype(object).where(runs.notna(), None)
     lines = []
@@ -37,7 +42,7 @@ def runs_table(runs: pd.DataFrame, counts: dict[int, int], store_url: str) -> Ta
             width = max([len(column), *(len(line[index]) for line in lines)])
             table.add_column(column, no_wrap=True, min_width=width)
     for line in lines:
-        table.add_row(*(Text(cell) for cell in line))
+        table.add_row(*(Text(printable(cell)) for cell in line))
     return table
 
 
@@ -52,13 +57,14 @@ def plugins_table(listing: list[dict[str, Any]]) -> Table:
         for kind, items in entry["registers"].items():
             for item in items:
                 lines.append(kind, style="bold")
-                lines.append(f" {item['name']}: {item['description']}\n")
+                lines.append(printable(f" {item['name']}: {item['description']}") + "\n")
                 for p in item.get("params", []):
                     extra = f" [{p['constraint']}]" if p["constraint"] else ""
                     flag = "--" + p["name"].replace("_", "-")
-                    lines.append(f"    {flag} {p['type']} = {p['default']}{extra}: {p['help']}\n")
+                    lines.append(printable(f"    {flag} {p['type']} = {p['default']}{extra}: {p['help']}") + "\n")
                 if item.get("presets"):
-                    lines.append("    presets: " + ", ".join(p["name"] for p in item["presets"]) + "\n")
+                    lines.append(printable("    presets: " + ", ".join(p["name"] for p in item["presets"])) + "\n")
         lines.rstrip()
-        table.add_row(Text(entry["name"]), Text(f"{entry['source']} {entry['version']}".strip()), lines)
+        source = printable(f"{entry['source']} {entry['version']}".strip())
+        table.add_row(Text(printable(entry["name"])), Text(source), lines)
     return table

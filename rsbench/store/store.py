@@ -87,6 +87,14 @@ def _first_line(message: str) -> str:
     return lines[0] if lines else "unknown database error"
 
 
+class RunExists(RsbenchError):
+    """An import without merging met a protocol the store already holds, as run ``run_id``."""
+
+    def __init__(self, run_id: int):
+        super().__init__(f"already imported as run {run_id}")
+        self.run_id = run_id
+
+
 class Store:
     """Training runs, certification runs, their per-example rows and per-run metrics in one SQLAlchemy
     database. Every other module reads and writes the store through these methods only.
@@ -306,31 +314,40 @@ class Store:
         frame = rows.reindex(columns=RESULT_COLUMNS).astype(object)
         frame = frame.where(frame.notna(), None)
         incoming = frame.to_dict("records")
-        key = protocol.key()
         with self._database_errors():
             try:
-                with self._writes.begin() as session:
-                    run = self._run_with_key(session, key, lock=True)
-                    if run is None:
-                        run = _new_run(protocol, description, indices, "running")
-                        run.created_at = created_at or run.created_at
-                        run.training_run_id = _training_run_id(session, training)
-                        session.add(run)
-                        session.flush()
-                        fresh = incoming
-                    elif not merge:
-                        raise RsbenchError(f"already imported as run {run.id}")
-                    else:
-                        fresh = _new_rows(session, run, incoming)
-                        _plan(run, indices.get("selections", []), indices.get("planned", []))
-                    if fresh:
-                        session.execute(insert(Result), [{"run_id": run.id, **row} for row in fresh])
-                    _settle(session, run)
-                    return run.id, len(fresh), len(incoming) - len(fresh)
-            except IntegrityError:  # another process stored the same protocol a moment ago
-                if not merge:
-                    raise RsbenchError(f"already imported as run {self.find_run(protocol)}") from None
-                raise
+                return self._import(protocol, description, incoming, indices, training, created_at, merge)
+            except IntegrityError:  # another process stored the same protocol a moment ago: join it
+                return self._import(protocol, description, incoming, indices, training, created_at, merge)
+
+    def _import(
+        self,
+        protocol: CertificationProtocol,
+        description: RunDescription,
+        incoming: list[dict[str, Any]],
+        indices: dict[str, Any],
+        training: dict[str, Any] | None,
+        created_at: datetime.datetime | None,
+        merge: bool,
+    ) -> tuple[int, int, int]:
+        with self._writes.begin() as session:
+            run = self._run_with_key(session, protocol.key(), lock=True)
+            if run is None:
+                run = _new_run(protocol, description, indices, "running")
+                run.created_at = created_at or run.created_at
+                run.training_run_id = _training_run_id(session, training)
+                session.add(run)
+                session.flush()
+                fresh = incoming
+            elif not merge:
+                raise RunExists(run.id)
+            else:
+                fresh = _new_rows(session, run, incoming)
+                _plan(run, indices.get("selections", []), indices.get("planned", []))
+            if fresh:
+                session.execute(insert(Result), [{"run_id": run.id, **row} for row in fresh])
+            _settle(session, run)
+            return run.id, len(fresh), len(incoming) - len(fresh)
 
     def get_run(self, run_id: int) -> CertificationRun:
         with self.session(write=False) as session:
