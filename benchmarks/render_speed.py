@@ -25,7 +25,7 @@ from rsbench.protocol import CertificationProtocol, RunDescription
 from rsbench.results.board import DEFAULT_RADII, build
 from rsbench.results.records import import_record
 from rsbench.results.render import render
-from rsbench.store import Store, open_store
+from rsbench.store import Store, frame_rows, open_store
 
 RECORDS = Path(__file__).resolve().parent.parent / "leaderboards" / "records"
 
@@ -77,7 +77,7 @@ def synthetic_store(path: Path, total_rows: int, rows_per_run: int = 10_000) -> 
         )  # fmt: skip
         description = RunDescription(origin="rsbench", method=f"method{run % 20}", params={}, arch="lenet", seed=run)
         indices = {"selections": [{"skip": 1, "limit": rows_per_run}], "planned": list(range(rows_per_run))}
-        store.import_run(protocol, description, rows, indices)
+        store.import_run(protocol, description, [frame_rows(rows)], indices)
     return store
 
 

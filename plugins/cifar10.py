@@ -109,5 +109,6 @@ def register_datasets(register):
             download=download,
             default_arch="cifar_resnet110",
             layout="cifar-10-batches-py/{data_batch_1..5,test_batch}",
+            split_sizes={"train": 50_000, "test": 10_000},
         )
     )

@@ -49,5 +49,6 @@ def register_datasets(register):
             load=load,
             default_arch="resnet50",
             layout="imagenet/{train,val}/<class>/*.JPEG",
+            split_sizes={"train": 1_281_167, "test": 50_000},
         )
     )

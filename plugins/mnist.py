@@ -96,5 +96,6 @@ def register_datasets(register):
             download=download,
             default_arch="lenet",
             layout="MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
+            split_sizes={"train": 60_000, "test": 10_000},
         )
     )

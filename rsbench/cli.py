@@ -535,6 +535,35 @@ def import_(
 
 @app.command()
 @handle_errors
+def validate(files: Annotated[list[Path], typer.Argument(help="Run records (.json, .json.gz) to check.")]):
+    """Check run records as untrusted input, without a store: the checks `rsbench import` makes (types and
+    ranges of every field, registered datasets and certifiers, safe names, each row against the protocol,
+    the protocol key against the protocol's fields), streaming rows in bounded memory. One line per file;
+    exit code 2 if any is refused.
+
+    Example: `rsbench validate leaderboards/records/mnist/*.json.gz`
+    """
+    from rsbench.results.escape import printable
+    from rsbench.results.records import validate_record
+
+    refused = 0
+    for path in files:
+        try:
+            reader, rows = validate_record(path)
+        except RsbenchError as error:
+            refused += 1
+            hint = f" (hint: {error.hint})" if error.hint else ""
+            print(printable(f"rsbench: refused: {error.message}{hint}"), file=sys.stderr)
+            continue
+        protocol, run = reader.protocol, reader.header.run
+        out(printable(f"{path}: valid, {rows:,} rows: {protocol.dataset} {run.method} σ={protocol.sigma:g} "
+                      f"{protocol.certifier} N={protocol.n:,} ({run.status})"))  # fmt: skip
+    if refused:
+        raise typer.Exit(2)
+
+
+@app.command()
+@handle_errors
 def export(
     run: Annotated[int, typer.Argument(help="Run id (see `rsbench runs`).")],
     output: Annotated[

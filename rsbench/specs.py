@@ -51,7 +51,8 @@ class Dataset:
     ``load(root, split, train)`` returns a torch dataset of ``(image in [0,1] as [C,H,W] float, label)``
     for ``split`` ("train" or "test"), with training augmentation when ``train`` is true; it raises
     :class:`rsbench.errors.RsbenchError` when the files are missing. ``download(root)`` fetches them
-    (torchvision) where a dataset can be downloaded.
+    (torchvision) where a dataset can be downloaded. ``split_sizes`` (where the splits are fixed) bounds
+    the indices a run record may name.
     """
 
     name: str
@@ -64,6 +65,7 @@ class Dataset:
     download: Callable[[Path], None] | None = None
     layout: str = ""
     default_arch: str | None = None
+    split_sizes: dict[str, int] | None = None  # examples per split ("train", "test"), where fixed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Leaderboard aggregation and rendering on a small hand-made store whose numbers are worked out here."""
 
+import hashlib
 import io
 import json
 import math
@@ -17,7 +18,7 @@ from rsbench.protocol import CertificationProtocol, RunDescription
 from rsbench.results.board import build, parse_radii
 from rsbench.results.figures import figure, plot
 from rsbench.results.render import render, rich_table
-from rsbench.store import open_store
+from rsbench.store import frame_rows, open_store
 
 runner = CliRunner()
 RADII = (0.0, 0.5, 0.7, 0.8)
@@ -45,6 +46,11 @@ def make_rows(labels, predicts, radii, draws, kind="exact"):
     )
 
 
+def checkpoint_hash(method, seed):
+    """A stand-in checkpoint's SHA-256, one per (method, seed)."""
+    return hashlib.sha256(f"{method}-{seed}".encode()).hexdigest()
+
+
 def add_run(
     store, rows, method, params, seed, certifier="cohen", origin="rsbench", certifier_params=None, training=None,
     selection=None, **protocol_fields,
@@ -54,7 +60,8 @@ def add_run(
     run, ``selection`` states how its indices were chosen (default: every index of ``rows``)."""
     fields = dict(
         kind="certify", dataset="mnist", split="test", sigma=0.5, train_sigma=0.5, certifier=certifier,
-        certifier_params=certifier_params or {}, noise_seed=0, budget="full", checkpoint_sha256=f"sha-{method}-{seed}",
+        certifier_params=certifier_params or {}, noise_seed=0, budget="full",
+        checkpoint_sha256=checkpoint_hash(method, seed),
         **PROTOCOL,
     )  # fmt: skip
     protocol = CertificationProtocol(**{**fields, **protocol_fields})
@@ -64,7 +71,7 @@ def add_run(
     )  # fmt: skip
     selection = selection or {"skip": 1, "limit": len(rows)}
     indices = {"selections": [selection], "planned": [int(i) for i in rows["idx"]]}
-    return store.import_run(protocol, description, rows, indices, training=training)[0]
+    return store.import_run(protocol, description, [frame_rows(rows)], indices, training=training)[0]
 
 
 def make_store(path):

@@ -4,7 +4,7 @@ import gzip
 import json
 
 import pytest
-from test_leaderboard import add_run, make_rows
+from test_leaderboard import add_run, checkpoint_hash, make_rows
 from typer.testing import CliRunner
 
 from rsbench.cli import app
@@ -20,7 +20,7 @@ def store_with_training(path):
     """One certify run (6 examples) linked to the training run of its checkpoint."""
     store = open_store(str(path))
     training = dict(
-        checkpoint_path="/runs/x/checkpoint.pth.tar", checkpoint_sha256="sha-gaussian-0", dataset="mnist",
+        checkpoint_path="/runs/x/checkpoint.pth.tar", checkpoint_sha256=checkpoint_hash("gaussian", 0), dataset="mnist",
         arch="lenet", method="gaussian", params={}, sigma=0.5, seed=0, epochs=90, test_accuracy=0.99,
         images_per_second=None, config={"epochs": 90, "lr": 0.01}, provenance={"git_commit": "abc123"},
     )  # fmt: skip
@@ -57,7 +57,7 @@ def test_record_round_trip_through_the_cli(tmp_path):
         "paper_url": None,
         "architecture": "lenet",
         "extra_data": False,
-        "checkpoint_sha256": "sha-gaussian-0",
+        "checkpoint_sha256": checkpoint_hash("gaussian", 0),
     }
     assert document["training"]["config"] == {"epochs": 90, "lr": 0.01}
     assert document["provenance"]["git_commit"] == "abc123"

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_leaderboard import add_run, make_rows, make_store
+from test_leaderboard import add_run, checkpoint_hash, make_rows, make_store
 from typer.testing import CliRunner
 
 from rsbench.cli import app
@@ -51,7 +51,7 @@ def test_site_pages_and_every_link_resolve(site):
     board = (site / "mnist.html").read_text()
     assert "2 certification protocols at this σ" in board and "≥ 0.4250" in board
     run = (site / "runs" / "1.html").read_text()
-    assert "abc123" in run and "sha-gaussian-0" in run and '<svg class="histogram"' in run
+    assert "abc123" in run and checkpoint_hash("gaussian", 0) in run and '<svg class="histogram"' in run
     assert redact("postgresql://ann:secret@db.example/rs") == "postgresql://ann:***@db.example/rs"
 
 

@@ -21,7 +21,7 @@ from rsbench.plugins import get_dataset, get_manager
 from rsbench.protocol import CertificationProtocol, RunDescription, Split
 from rsbench.provenance import file_sha256, provenance
 from rsbench.smoothing import max_certified_radius
-from rsbench.store import Store
+from rsbench.store import Store, frame_rows
 from rsbench.store.store import RunExists
 
 COLUMNS = ["idx", "label", "predict", "radius", "correct", "time"]
@@ -167,7 +167,7 @@ def import_tsv(
     indices = rows.idx.tolist()
     selection = {"selections": [{"list": indices}], "planned": indices}
     try:
-        return store.import_run(protocol, description, rows, selection, merge=False)[0]
+        return store.import_run(protocol, description, [frame_rows(rows)], selection, merge=False)[0]
     except RunExists as exists:
         raise RsbenchError(f"{path} is already imported as run {exists.run_id}", "`rsbench runs` lists it") from None
 

@@ -14,7 +14,7 @@ import dataclasses
 import datetime
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -299,7 +299,7 @@ class Store:
         self,
         protocol: CertificationProtocol,
         description: RunDescription,
-        rows: pd.DataFrame,
+        batches: Iterable[Sequence[dict[str, Any]]],
         indices: dict[str, Any],
         *,
         training: dict[str, Any] | None = None,
@@ -308,23 +308,21 @@ class Store:
     ) -> tuple[int, int, int]:
         """Store an imported run (a run record or a published log) in one transaction: a new run, or, with
         ``merge``, rows added to the run of the same protocol (another shard or selection); an index that run
-        already holds must have the identical row. Without ``merge`` a protocol already held is an error.
-        ``training`` (a training run's fields) is linked by its checkpoint hash, created if absent. Returns
-        (run id, rows added, identical rows skipped)."""
-        frame = rows.reindex(columns=RESULT_COLUMNS).astype(object)
-        frame = frame.where(frame.notna(), None)
-        incoming = frame.to_dict("records")
+        already holds must have the identical row. ``batches`` yields rows (:data:`RESULT_COLUMNS` dicts)
+        batch by batch, each inserted as it comes. Without ``merge`` a protocol already held is
+        :class:`RunExists`. ``training`` (a training run's fields) is linked by its checkpoint hash, created
+        if absent. Returns (run id, rows added, identical rows skipped)."""
         with self._database_errors():
             try:
-                return self._import(protocol, description, incoming, indices, training, created_at, merge)
+                return self._import(protocol, description, batches, indices, training, created_at, merge)
             except IntegrityError:  # another process stored the same protocol a moment ago: join it
-                return self._import(protocol, description, incoming, indices, training, created_at, merge)
+                return self._import(protocol, description, batches, indices, training, created_at, merge)
 
     def _import(
         self,
         protocol: CertificationProtocol,
         description: RunDescription,
-        incoming: list[dict[str, Any]],
+        batches: Iterable[Sequence[dict[str, Any]]],
         indices: dict[str, Any],
         training: dict[str, Any] | None,
         created_at: datetime.datetime | None,
@@ -332,22 +330,27 @@ class Store:
     ) -> tuple[int, int, int]:
         with self._writes.begin() as session:
             run = self._run_with_key(session, protocol.key(), lock=True)
+            held: dict[int, tuple] = {}
             if run is None:
                 run = _new_run(protocol, description, indices, "running")
                 run.created_at = created_at or run.created_at
                 run.training_run_id = _training_run_id(session, training)
                 session.add(run)
                 session.flush()
-                fresh = incoming
             elif not merge:
                 raise RunExists(run.id)
             else:
-                fresh = _new_rows(session, run, incoming)
+                columns = [getattr(Result, c) for c in RESULT_COLUMNS]
+                held = {r[0]: tuple(r) for r in session.execute(select(*columns).where(Result.run_id == run.id))}
                 _plan(run, indices.get("selections", []), indices.get("planned", []))
-            if fresh:
-                session.execute(insert(Result), [{"run_id": run.id, **row} for row in fresh])
+            added = skipped = 0
+            for batch in batches:
+                fresh = _new_rows(run.id, held, batch)
+                if fresh:
+                    session.execute(insert(Result), [{"run_id": run.id, **row} for row in fresh])
+                added, skipped = added + len(fresh), skipped + len(batch) - len(fresh)
             _settle(session, run)
-            return run.id, len(fresh), len(incoming) - len(fresh)
+            return run.id, added, skipped
 
     def get_run(self, run_id: int) -> CertificationRun:
         with self.session(write=False) as session:
@@ -430,10 +433,9 @@ def _plan(run: CertificationRun, selections: list[dict[str, Any]], planned: list
     run.num_planned = len(union)
 
 
-def _new_rows(session: Session, run: CertificationRun, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` whose index ``run`` lacks; an index it holds with a different row is an error."""
-    columns = [getattr(Result, c) for c in RESULT_COLUMNS]
-    held = {r[0]: tuple(r) for r in session.execute(select(*columns).where(Result.run_id == run.id))}
+def _new_rows(run_id: int, held: dict[int, tuple], rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` whose index the run (holding ``held``) lacks; an index it holds with a different row is an
+    error."""
     fresh = []
     for row in rows:
         existing = held.get(row["idx"])
@@ -441,10 +443,17 @@ def _new_rows(session: Session, run: CertificationRun, rows: list[dict[str, Any]
             fresh.append(row)
         elif existing != tuple(row[c] for c in RESULT_COLUMNS):
             raise RsbenchError(
-                f"index {row['idx']} conflicts with the row run {run.id} already holds",
+                f"index {row['idx']} conflicts with the row run {run_id} already holds",
                 "a run's rows are fixed by its protocol and noise seed; is the record edited?",
             )
     return fresh
+
+
+def frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A DataFrame of example rows as :meth:`Store.import_run` takes them: :data:`RESULT_COLUMNS` dicts of
+    plain Python values, missing ones (absent columns, NaN) as None."""
+    table = frame.reindex(columns=RESULT_COLUMNS).astype(object)
+    return table.where(table.notna(), None).to_dict("records")
 
 
 def _training_run_id(session: Session, training: dict[str, Any] | None) -> int | None:
