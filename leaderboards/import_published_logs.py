@@ -314,7 +314,10 @@ def catrs_mnist(groups: dict[str, str]) -> Config:
 
 def catrs_imagenet(groups: dict[str, str]) -> Config:
     params = catrs_params(2, 256.0, 1, 2.0, warmup=80, confidence_mask=True)
-    note = "EXPERIMENTS.MD's ImageNet command: 90 epochs, learning-rate drop at 85, λ warm-up until epoch 80"
+    note = (
+        "EXPERIMENTS.MD's ImageNet command: 90 epochs (learning-rate step 30, extra drop at 85), the attack's ε "
+        "doubled from epoch 80 (--warmup 80), confidence from the Gaussian reference (--confidence_mask)"
+    )
     return Config("imagenet", "catrs", 1.0, params, "resnet50", note=note)
 
 
