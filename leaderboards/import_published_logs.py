@@ -5,18 +5,20 @@ per log into leaderboards/records/DATASET/:
 
 MIRRORS holds a clone of each repository in ``SOURCES`` as ``MIRRORS/OWNER+NAME`` (a work tree or a bare
 repository, e.g. ``git clone --bare https://github.com/locuslab/smoothing MIRRORS/locuslab+smoothing``); ``--repo
-OWNER/NAME=PATH`` names one elsewhere. Logs are read at the commit named in ``SOURCES`` (``git show COMMIT:PATH``),
-never from a work tree, so a newer clone gives the same records.
+OWNER/NAME=PATH`` names one elsewhere. Logs are read at the commit named in ``SOURCES`` (``git cat-file`` of the
+commit's tree), never from a work tree, so a newer clone gives the same records.
 
 Every file under a source's folders is accounted for: imported, a byte-identical copy of a log an earlier source
 already published (named in that record's ``provenance.source.also_published``), or left out for the reason its
 rule gives; a file no rule names stops the import. ``--summary FILE`` writes that accounting as markdown.
 
 Each record carries its paper (authors, title, venue, year, URL) and code URL in ``model_info``, the repository,
-commit, path and SHA-256 of the log in ``provenance.source``, the architecture, σ, N0, N, α (Cohen et al.'s
-``certify.py`` defaults, which every source's scripts use: N0 = 100, N = 100,000, α = 0.001) and the indices the
-log's ``idx`` column covers (``{"skip": K, "limit": COUNT}`` where they are every K-th index from 0, else the list).
-ε of SmoothAdv and CAT-RS is converted from the official 1/256 units (255 -> 255/256).
+commit, path and SHA-256 of the log in ``provenance.source``, the architecture, σ and training σ, N0, N, α (Cohen et
+al.'s ``certify.py`` defaults, which every source's scripts use: N0 = 100, N = 100,000, α = 0.001; see
+``COHEN_ALPHA_NOTE`` for the exception) and the indices the log's ``idx`` column covers (``{"skip": K, "limit":
+COUNT}`` where they are every K-th index from 0, else the list). ε of SmoothAdv and CAT-RS is converted from the
+official 1/256 units (255 -> 255/256). Logs whose indices follow another order than the dataset plugin's go to
+``RECORDS/DATASET-ORDER/`` (see ``IMAGENET_FILE_ORDER``).
 """
 
 from __future__ import annotations
@@ -34,21 +36,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rsbench.cohen_tsv import import_tsv, read_tsv
 from rsbench.errors import RsbenchError
-from rsbench.plugins import get_manager
-from rsbench.records import record_of, write_record
-from rsbench.store import open_store
+from rsbench.plugins import get_dataset, get_manager
+from rsbench.protocol import CertificationProtocol, RunDescription, Split
+from rsbench.provenance import provenance
+from rsbench.results.cohen_tsv import check_protocol, check_rows, read_tsv, typed_params
+from rsbench.results.records import record_of, write_record
+from rsbench.store import Store, open_store
 from rsbench.store.models import CertificationRun
 
 N0, N, ALPHA = 100, 100_000, 0.001  # certify.py's defaults in every source
 NO_PLUGIN = "no rsbench dataset plugin of that name (today: mnist, cifar10, imagenet)"
 PREDICT_LOG = "a prediction log (idx label predict correct time), not a certification"
 # Salman et al. read ImageNet's validation images in the order of their files (val_map.txt), not in the
-# class-folder order of torchvision's ImageFolder that Cohen et al., rsbench and the later papers use: index 0 is
-# ILSVRC2012_val_00000001 (label 65) there, a class-0 image here. Their rows get a split of their own, so that
-# no comparison pairs them with another log's rows by index.
-IMAGENET_FILE_ORDER = "test-file-order"
+# class-folder order of torchvision's ImageFolder that Cohen et al., rsbench and the later papers use: their index 0
+# is ILSVRC2012_val_00000001 (label 65), a class-0 image here. The logs do not say where each image sits in
+# rsbench's order, and the protocol's split is train or test only, so their records go to a folder of their own
+# (records/imagenet-file-order/) that the boards' import command leaves alone: importing them beside the others
+# would pair different images that share an index.
+IMAGENET_FILE_ORDER = "file-order"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +77,11 @@ class Config:
     params: dict[str, Any]
     arch: str
     seed: int | None = None
-    split: str = "test"
+    split: Split = "test"
     note: str | None = None
     alpha: float = ALPHA
+    train_sigma: float | None = None  # None: the certification σ
+    index_order: str | None = None  # None: the dataset plugin's order; else the order the log's indices follow
 
 
 Describe = Callable[[dict[str, str]], Config]
@@ -165,24 +173,29 @@ def consistency_layout(groups: dict[str, str]) -> Config:
     return Config(dataset, method, float(match["sigma"]), params, arch, seed)
 
 
-# Cohen et al.'s logs other than CIFAR-10 σ = 0.12 were certified with α = 0.01, not the α = 0.001 of the paper and
-# of certify.py's default: their largest radii (0.978 at σ = 0.25, 1.96 at 0.5, 3.91 at 1.0) exceed σ·Φ⁻¹(0.001^(1/N))
-# (0.953, 1.906, 3.811 with N = 100,000) and equal σ·Φ⁻¹(0.01^(1/N)) to the printed digits; at equal time per image
-# N is 100,000. On the 500 CIFAR-10 images both certified, the radii of σ = 0.25, 0.5 and 1.0 exceed those of Salman
-# et al.'s α = 0.001 certification of the same models (308 vs 95, 248 vs 110, 222 vs 78 images; σ = 0.12: 145 vs 132),
-# which also places CIFAR-10 σ = 1.0 (largest radius 3.56) with its siblings.
+# Cohen et al.'s ImageNet logs and their CIFAR-10 logs of σ = 0.25, 0.5 and 1.0 models certified at their own σ were
+# certified with α = 0.01, not the α = 0.001 of the paper and of certify.py's default. Their largest radii (0.978 at
+# σ = 0.25, 1.96 at 0.5, 3.91 at 1.0) exceed σ·Φ⁻¹(0.001^(1/N)) (0.953, 1.906, 3.811 with N = 100,000) and equal
+# σ·Φ⁻¹(0.01^(1/N)) to the printed digits; the time per image rules out a larger N. On the 500 CIFAR-10 images both
+# certified, those three logs' radii exceed the radii of Salman et al.'s α = 0.001 certification of the same models
+# (308 vs 95, 248 vs 110, 222 vs 78 images), while the σ = 0.12 log's do not (145 vs 132). The other CIFAR-10 logs
+# (σ = 0.12, and the 0.12/0.25/1.0 models certified at σ = 0.5) print times as H:MM:SS like the σ = 0.12 log, unlike
+# the three (seconds), and no radius of theirs exceeds what α = 0.001 allows: they keep α = 0.001.
 COHEN_ALPHA_NOTE = (
-    "α = 0.01, not the paper's 0.001: the log's radii reach σ·Φ⁻¹(0.01^(1/100000)), above what α = 0.001 allows, "
-    "and exceed those of Salman et al.'s α = 0.001 certification of the same CIFAR-10 models"
+    "α = 0.01, not the paper's 0.001: the log's radii reach σ·Φ⁻¹(0.01^(1/100000)), above what α = 0.001 allows "
+    "(and, on CIFAR-10, exceed those of Salman et al.'s α = 0.001 certification of the same models)"
 )
 
 
 def cohen_layout(groups: dict[str, str]) -> Config:
-    dataset, sigma = groups["dataset"], float(groups["sigma"])
+    """``data/certify/DATASET/ARCH/noise_TRAIN/SPLIT/sigma_SIGMA``: a Gaussian model trained at σ = TRAIN."""
+    dataset, sigma, train_sigma = groups["dataset"], float(groups["sigma"]), float(groups["train"])
     arch = CIFAR_ARCH.get(groups["arch"], groups["arch"])
-    if (dataset, sigma) == ("cifar10", 0.12):
-        return Config(dataset, "gaussian", sigma, {}, arch)
-    return Config(dataset, "gaussian", sigma, {}, arch, note=COHEN_ALPHA_NOTE, alpha=0.01)
+    split: Split = "train" if groups["split"] == "train" else "test"
+    if dataset == "imagenet" or (sigma == train_sigma and sigma in (0.25, 0.5, 1.0)):
+        note = COHEN_ALPHA_NOTE
+        return Config(dataset, "gaussian", sigma, {}, arch, split=split, note=note, alpha=0.01, train_sigma=train_sigma)
+    return Config(dataset, "gaussian", sigma, {}, arch, split=split, train_sigma=train_sigma)
 
 
 # Salman et al.: the models behind the paper's Tables 1 and 2 (no extra data), as the README's
@@ -220,22 +233,22 @@ def salman_layout(groups: dict[str, str]) -> Config:
     assert match is not None  # the rule's pattern admits only the listed models
     dataset = "cifar10" if match["arch"] == "resnet110" else "imagenet"
     params = smoothadv(match["attack"], match["eps"], match["steps"], match["m"] or 1)
-    split = IMAGENET_FILE_ORDER if dataset == "imagenet" else "test"
+    order = IMAGENET_FILE_ORDER if dataset == "imagenet" else None
     arch = CIFAR_ARCH.get(match["arch"], match["arch"])
     note = "ε warm-up: 10 epochs as in the README's training commands (the script's default is 1)"
-    return Config(dataset, "smoothadv", float(match["sigma"]), params, arch, split=split, note=note)
+    return Config(dataset, "smoothadv", float(match["sigma"]), params, arch, note=note, index_order=order)
 
 
 def salman_gaussian(groups: dict[str, str]) -> Config:
     dataset = groups["dataset"]
-    split = IMAGENET_FILE_ORDER if dataset == "imagenet" else "test"
+    order = IMAGENET_FILE_ORDER if dataset == "imagenet" else None
     note = (
         "Cohen et al.'s released Gaussian model, certified on every test image by Salman et al."
         if dataset == "cifar10"
         else "Gaussian model of Cohen et al.'s recipe, certified by Salman et al. (their 'replication')"
     )
     arch = CIFAR_ARCH.get(groups["arch"], groups["arch"])
-    return Config(dataset, "gaussian", float(groups["sigma"]), {}, arch, split=split, note=note)
+    return Config(dataset, "gaussian", float(groups["sigma"]), {}, arch, note=note, index_order=order)
 
 
 # SmoothMix: EXPERIMENTS.MD's MNIST configurations, (σ, T) -> the two η it reports, each with and without the
@@ -385,16 +398,10 @@ SOURCES: tuple[Source, ...] = (
         ("data/certify",),
         (
             Rule(
-                rf"data/certify/(?P<dataset>cifar10|imagenet)/(?P<arch>resnet110|resnet50)/noise_{SIGMA}/test/"
-                r"sigma_(?P=sigma)",
+                r"data/certify/(?P<dataset>cifar10|imagenet)/(?P<arch>resnet110|resnet50)/noise_(?P<train>[0-9.]+)/"
+                rf"(?P<split>test|train)/sigma_{SIGMA}",
                 cohen_layout,
             ),
-            Rule(
-                r"data/certify/.*/noise_[0-9.]+/test/sigma_[0-9.]+",
-                reason="training σ differs from the certification σ (the paper's mismatched-noise study); a "
-                "leaderboard row does not key on training σ",
-            ),
-            Rule(r"data/certify/imagenet/.*/train/.*", reason="certifies training images, not the test set"),
         ),
     ),
     Source(
@@ -557,51 +564,65 @@ def index_selection(indices: list[int]) -> dict[str, Any]:
     return {"list": indices}
 
 
-def import_log(store, log: Log, git_dir: Path, also: list[str]) -> tuple[int, int]:
-    """Import one log as a run with its paper and source; returns (run id, rows)."""
-    config, source = log.config, log.source
+def import_log(store: Store, log: Log, git_dir: Path, also: list[str]) -> tuple[int, int]:
+    """Import one log as a complete run carrying its paper and source; returns (run id, rows)."""
+    config, source, paper = log.config, log.source, log.source.paper
     with tempfile.TemporaryDirectory() as folder:
         file = Path(folder) / "log.tsv"
         file.write_bytes(git(git_dir, "cat-file", "blob", log.blob))
         rows = read_tsv(file)
-        registered = config.method in get_manager().registries["method"].names()
-        # a registered method's hyperparameters are checked and completed by its plugin; a new one's are kept as given
-        params = config.params if registered else {key: json.dumps(value) for key, value in config.params.items()}
-        run_id = import_tsv(
-            store, file, dataset=config.dataset, method=config.method, sigma=config.sigma, params=params,
-            seed=config.seed, split=config.split, arch=config.arch, new_method=not registered,
-            n0=N0, n=N, alpha=config.alpha,
-        )  # fmt: skip
+    check_protocol(config.sigma, N0, N, config.alpha, config.seed)
+    registered = config.method in get_manager().registries["method"].names()
+    # a registered method's hyperparameters are checked and completed by its plugin; a new one's are kept as given
+    raw = config.params if registered else {key: json.dumps(value) for key, value in config.params.items()}
+    params = typed_params(config.method, raw, new_method=not registered)
+    check_rows(rows, log.path, get_dataset(config.dataset).num_classes, config.sigma, N, config.alpha)
+    train_sigma = config.sigma if config.train_sigma is None else config.train_sigma
+    protocol = CertificationProtocol(
+        kind="certify", dataset=config.dataset, split=config.split, sigma=config.sigma, train_sigma=train_sigma,
+        certifier="cohen", certifier_params={}, n0=N0, n=N, alpha=config.alpha, source_sha256=log.sha256,
+    )  # fmt: skip
+    model_info = {
+        "paper": f"{paper.authors}: {paper.title}. {paper.venue} {paper.year}",
+        "authors": paper.authors,
+        "title": paper.title,
+        "venue": paper.venue,
+        "year": paper.year,
+        "paper_url": paper.url,
+        "code_url": source.code_url,
+        "extra_data": False,
+    }
+    origin = {
+        "repo": source.repo,
+        "commit": source.commit,
+        "path": log.path,
+        "url": f"https://github.com/{source.repo}/blob/{source.commit}/{log.path}",
+        "sha256": log.sha256,
+        "also_published": also,
+        "index_order": config.index_order and INDEX_ORDERS[config.index_order],
+        "note": config.note,
+    }
+    description = RunDescription(
+        origin="imported", method=config.method, params=params, arch=config.arch, seed=config.seed,
+        provenance={**provenance(), "model_info": model_info, "source": origin},
+    )  # fmt: skip
+    rows = rows.assign(n_a=None, p_a_lower=None, n=N, n0=N0, alpha=config.alpha, draws=N0 + N, radius_kind="exact")
     indices = sorted(int(i) for i in rows.idx)
-    paper = source.paper
-    with store.session() as session:
-        run = session.get(CertificationRun, run_id)
-        assert run is not None
-        provenance = {k: v for k, v in run.provenance.items() if k not in ("imported_file", "file_sha256")}
-        run.provenance = {
-            **provenance,
-            "model_info": {
-                "paper": f"{paper.authors}: {paper.title}. {paper.venue} {paper.year}",
-                "authors": paper.authors,
-                "title": paper.title,
-                "venue": paper.venue,
-                "year": paper.year,
-                "paper_url": paper.url,
-                "code_url": source.code_url,
-                "extra_data": False,
-            },
-            "source": {
-                "repo": source.repo,
-                "commit": source.commit,
-                "path": log.path,
-                "url": f"https://github.com/{source.repo}/blob/{source.commit}/{log.path}",
-                "sha256": log.sha256,
-                "also_published": also,
-                "note": config.note,
-            },
-        }
-        run.indices = {"selections": [index_selection(indices)], "planned": indices}
+    selection = {"selections": [index_selection(indices)], "planned": indices}
+    run_id = store.import_run(protocol, description, rows, selection, merge=False)[0]
     return run_id, len(indices)
+
+
+INDEX_ORDERS = {
+    IMAGENET_FILE_ORDER: "ILSVRC2012 validation files in name order: index k is ILSVRC2012_val_{k+1:08d}.JPEG, "
+    "not the class-folder order of rsbench's imagenet dataset"
+}
+
+
+def folder_of(config: Config) -> str:
+    """Where a record goes under the records folder: its dataset, or ``DATASET-ORDER`` when its indices follow
+    another order than the dataset plugin's."""
+    return config.dataset if config.index_order is None else f"{config.dataset}-{config.index_order}"
 
 
 def record_name(paper_key: str, run: CertificationRun) -> str:
@@ -678,10 +699,8 @@ def main() -> None:
             run_id, count = import_log(store, log, git_dirs[log.source.repo], also[f"{log.source.repo}:{log.path}"])
             rows_of[log.sha256] = count
             if args.records:
-                with store.session() as session:
-                    run = session.get(CertificationRun, run_id)
-                    assert run is not None
-                    target = args.records / run.dataset / record_name(log.source.paper.key, run)
+                run = store.get_run(run_id)
+                target = args.records / folder_of(log.config) / record_name(log.source.paper.key, run)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 write_record(record_of(store, run_id), target)
                 print(f"run {run_id}: {log.source.repo}:{log.path} -> {target} ({count} rows)")

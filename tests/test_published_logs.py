@@ -15,7 +15,7 @@ import pytest
 from scipy.stats import norm
 
 from rsbench.errors import RsbenchError
-from rsbench.records import record_of
+from rsbench.results.records import record_of
 from rsbench.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,9 +27,10 @@ SPEC.loader.exec_module(published)
 
 SOURCES = {source.paper.key: source for source in published.SOURCES}
 SPLIT_SIZE = {("mnist", "test"): 10_000, ("cifar10", "test"): 10_000, ("imagenet", "test"): 50_000}
-SPLIT_SIZE[("imagenet", published.IMAGENET_FILE_ORDER)] = 50_000
+SPLIT_SIZE[("imagenet", "train")] = 1_281_167
 CLASSES = {"mnist": 10, "cifar10": 10, "imagenet": 1000}
-RECORDS = sorted(p for d in ("mnist", "cifar10", "imagenet") for p in (ROOT / "leaderboards/records" / d).glob("*.gz"))
+FOLDERS = ("mnist", "cifar10", "imagenet", "imagenet-file-order")
+RECORDS = sorted(p for d in FOLDERS for p in (ROOT / "leaderboards/records" / d).glob("*.gz"))
 # one record per dataset and paper in the fast suite (parsing all 253 takes half a minute); all with -m slow
 SAMPLE = list({(p.parent.name, p.name.split("-")[0]): p for p in RECORDS}.values())
 ALL = [p if p in SAMPLE else pytest.param(p, marks=pytest.mark.slow) for p in RECORDS]
@@ -49,15 +50,17 @@ def left_out(key, path):
 
 def test_cohen_paths():
     c = config("cohen2019", "data/certify/cifar10/resnet110/noise_0.25/test/sigma_0.25")
-    assert (c.dataset, c.method, c.arch, c.sigma, c.params, c.seed, c.split) == (
-        "cifar10", "gaussian", "cifar_resnet110", 0.25, {}, None, "test",
+    assert (c.dataset, c.method, c.arch, c.sigma, c.train_sigma, c.params, c.seed, c.split) == (
+        "cifar10", "gaussian", "cifar_resnet110", 0.25, 0.25, {}, None, "test",
     )  # fmt: skip
     assert c.alpha == 0.01  # what its radii show, not the paper's 0.001
     assert config("cohen2019", "data/certify/cifar10/resnet110/noise_0.12/test/sigma_0.12").alpha == 0.001
+    off = config("cohen2019", "data/certify/cifar10/resnet110/noise_1.00/test/sigma_0.50")
+    assert (off.sigma, off.train_sigma, off.alpha) == (0.5, 1.0, 0.001)  # certified off its training σ
     i = config("cohen2019", "data/certify/imagenet/resnet50/noise_1.00/test/sigma_1.00")
-    assert (i.dataset, i.arch, i.sigma) == ("imagenet", "resnet50", 1.0)
-    assert "training σ" in left_out("cohen2019", "data/certify/cifar10/resnet110/noise_0.25/test/sigma_0.50")
-    assert "training images" in left_out("cohen2019", "data/certify/imagenet/resnet50/noise_0.50/train/sigma_0.50")
+    assert (i.dataset, i.arch, i.sigma, i.alpha, i.index_order) == ("imagenet", "resnet50", 1.0, 0.01, None)
+    train = config("cohen2019", "data/certify/imagenet/resnet50/noise_0.50/train/sigma_0.50")
+    assert (train.split, train.sigma) == ("train", 0.5)
 
 
 def test_salman_paths():
@@ -67,9 +70,11 @@ def test_salman_paths():
     assert c.params == {"attack": "pgd", "eps": 255 / 256, "steps": 2, "m": 8, "warmup": 10}
     i = config("salman2019", "data/certify/best_models/imagenet/DDN_2steps/eps_127/resnet50/noise_0.25/test/sigma_0.25")
     assert i.params == {"attack": "ddn", "eps": 127 / 256, "steps": 2, "m": 1, "warmup": 10}
-    assert (i.dataset, i.split) == ("imagenet", "test-file-order")  # their ImageNet indices follow the file order
+    assert (i.dataset, i.split, i.index_order) == ("imagenet", "test", "file-order")  # files' order, not classes'
+    assert published.folder_of(i) == "imagenet-file-order"
     g = config("salman2019", "data/certify/best_models/cifar10/cohen/resnet110/noise_1.00/test/sigma_1.00")
-    assert (g.method, g.sigma, g.split) == ("gaussian", 1.0, "test")
+    assert (g.method, g.sigma, g.split, g.index_order) == ("gaussian", 1.0, "test", None)
+    assert published.folder_of(g) == "cifar10"
     unlisted = "DDN_10steps_multiNoiseSamples/4-multitrain/eps_64/cifar10/resnet110/noise_0.12"
     assert "Tables" in left_out(
         "salman2019", f"data/certify/best_models/cifar10/ours/cifar10/{unlisted}/test/sigma_0.12"
@@ -196,7 +201,8 @@ def test_committed_record(path):
     document = json.loads(gzip.decompress(path.read_bytes()))
     protocol, run = document["protocol"], document["run"]
     dataset, split = protocol["dataset"], protocol["split"]
-    assert path.parent.name == dataset
+    order = document["provenance"]["source"]["index_order"]
+    assert path.parent.name == (dataset if order is None else f"{dataset}-file-order")
     columns = dict(
         zip(document["columns"], (np.array(column) for column in zip(*document["rows"], strict=True)), strict=True)
     )
@@ -207,6 +213,9 @@ def test_committed_record(path):
     assert ((predict >= -1) & (predict < CLASSES[dataset])).all()
     assert np.isin(correct, [0, 1]).all() and (correct == (predict == label)).all()
     assert (radius >= 0).all() and (radius[predict == -1] == 0).all()
+    assert (
+        protocol["train_sigma"] is not None and protocol["source_sha256"] == document["provenance"]["source"]["sha256"]
+    )
     # CERTIFY's largest radius, when all N draws agree: σ·Φ⁻¹(α^(1/N)); logs print three significant digits
     largest = protocol["sigma"] * norm.ppf(protocol["alpha"] ** (1 / protocol["n"]))
     assert radius.max() <= largest * 1.005
