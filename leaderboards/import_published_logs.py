@@ -386,7 +386,7 @@ CONSISTENCY_RULES = (
     Rule(r".*_acc", reason=PREDICT_LOG),
     Rule(
         r"data/certify/cifar10/salman/pgd_512.0_10_10/num_2/cifar_densenet40/noise_0.50_1149",
-        reason="an interrupted certification (5 rows) of the run completed in noise_0.50_1149_o",
+        reason="an interrupted certification (9 rows) of the run completed in noise_0.50_1149_o",
     ),
     Rule(r"data/certify/(?P<dataset>mnist|cifar10|imagenet)/(?P<rest>.+)", consistency_layout),
 )
