@@ -54,6 +54,11 @@ def test_record_round_trip_through_the_cli(tmp_path):
     assert document["protocol"]["n"] == 100 and document["protocol"]["sigma"] == 0.5
     assert document["model_info"] == {
         "paper": "Jeong & Shin, NeurIPS 2020",
+        "authors": None,
+        "title": None,
+        "venue": None,
+        "year": None,
+        "code_url": None,
         "paper_url": None,
         "architecture": "lenet",
         "extra_data": False,

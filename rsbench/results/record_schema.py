@@ -73,6 +73,8 @@ class Strict(BaseModel):
 
 class ModelInfo(Strict):
     paper: Text | None = None
+    authors: Text | None = None
+    title: Text | None = None
     paper_url: Url | None = None
     venue: Text | None = None
     year: Annotated[int, Field(ge=1900, le=2100, strict=True)] | None = None

@@ -51,7 +51,10 @@ TRAINING_FIELDS = (
     "config",
     "provenance",
 )
-MODEL_INFO_KEYS = ("paper", "paper_url", "architecture", "extra_data", "checkpoint_sha256")
+MODEL_INFO_KEYS = (
+    "paper", "authors", "title", "venue", "year", "paper_url", "code_url", "architecture", "extra_data",
+    "checkpoint_sha256",
+)  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
