@@ -115,9 +115,9 @@ def test_conflicting_rows_are_refused_and_leave_the_store_unchanged(tmp_path):
     [
         (lambda d: d.update(format="other"), "not an rsbench run record"),
         (lambda d: d.update(format_version=99), "format version 99"),
-        (lambda d: d["protocol"].pop("n"), "protocol lacks 'n'"),
-        (lambda d: d["protocol"].update(sigma=None), "sigma must be a positive number"),
-        (lambda d: d["rows"][0].__setitem__(5, 0), "malformed row for index 0"),
+        (lambda d: d["protocol"].pop("n"), "protocol.n: Field required"),
+        (lambda d: d["protocol"].update(sigma=None), "protocol.sigma: Input should be a valid number"),
+        (lambda d: d["rows"][0].__setitem__(5, 0), "row of index 0: correct must equal"),
     ],
 )
 def test_malformed_records_are_one_line_errors(tmp_path, edit, message):
