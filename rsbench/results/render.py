@@ -55,8 +55,9 @@ def sigma_text(row: Row) -> str:
 
 
 def seeds_text(row: Row) -> str:
-    """Distinct training seeds (models), and reruns of a model (other noise seeds), which are not seeds."""
-    text = str(len(row.seeds) or "-")
+    """Distinct models (training seeds; an imported log without one counts as its own model), and reruns of a
+    model (other noise seeds), which are not seeds."""
+    text = str(len(row.model_runs) or len(row.seeds) or "-")
     return f"{text} (+{row.reruns} rerun{'s' * (row.reruns > 1)})" if row.reruns else text
 
 
@@ -121,7 +122,7 @@ def columns(radii: list[float]) -> dict[str, Column]:
         Column("params", "params", lambda r, s: params_text(r.params), lambda r: params_text(r.params), numeric=False),
         Column("arch", "arch", lambda r, s: r.arch or "-", lambda r: r.arch or "", numeric=False),
         Column("origin", "origin", lambda r, s: origin_text(r), origin_text, numeric=False),
-        Column("seeds", "seeds", lambda r, s: seeds_text(r), lambda r: len(r.seeds)),
+        Column("seeds", "seeds", lambda r, s: seeds_text(r), lambda r: len(r.model_runs) or len(r.seeds)),
         Column("acr", "ACR", acr_text, lambda r: None if r.acr.mean is None else round(r.acr.mean, 4), ranked=True),
         *(_radius_column(radius) for radius in radii),
         Column(
