@@ -106,3 +106,13 @@ def test_site_in_a_headless_browser(site, tmp_path):
     finally:
         driver.quit()
     assert (tmp_path / "mnist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_pages_write_indices_compactly():
+    from rsbench.results.site import compact_indices
+
+    assert compact_indices(range(0, 10_000, 20)) == "0:10000:20 (500 indices)"  # = range(0, 10000, 20)
+    assert compact_indices([9, 0, 1, 2, 5, 7, 20]) == "0:3:1, 5:11:2, 20 (7 indices)"
+    assert compact_indices([3]) == "3 (1 index)"
+    many = compact_indices([i * i for i in range(100)])
+    assert many.endswith("(100 indices)") and "more runs" in many

@@ -145,6 +145,23 @@ def histogram(metrics: Any) -> dict[str, Any]:
     }
 
 
+def compact_indices(indices: Sequence[int]) -> str:
+    """Indices as runs of arithmetic progressions, ``start:stop:step`` (stop excluded, as Python's range):
+    every 20th of 10,000 images is ``0:10000:20 (500 indices)``."""
+    ordered = sorted(indices)
+    parts, start = [], 0
+    while start < len(ordered):
+        end = start + 1
+        step = ordered[end] - ordered[start] if end < len(ordered) else 1
+        while end < len(ordered) and ordered[end] - ordered[end - 1] == step:
+            end += 1
+        first, last = ordered[start], ordered[end - 1]
+        parts.append(str(first) if end - start == 1 else f"{first}:{last + step}:{step}")
+        start = end
+    shown = ", ".join(parts[:20]) + (f", … ({len(parts) - 20} more runs)" if len(parts) > 20 else "")
+    return f"{shown} ({len(ordered):,} {'index' if len(ordered) == 1 else 'indices'})"
+
+
 def _fields(obj: Any, names: Sequence[str]) -> list[tuple[str, str]]:
     def text(value: Any) -> str:
         return str(value) if isinstance(value, str | int | float | datetime.datetime) else json.dumps(value)
@@ -176,7 +193,7 @@ def run_context(run: Any, training: Any, metrics: Any) -> dict[str, Any]:
         "summary": summary,
         "protocol": protocol,
         "facts": facts,
-        "indices": json.dumps(run.indices.get("selections", [])),
+        "indices": compact_indices(run.indices.get("planned", [])),
         "provenance": [
             (k, v if isinstance(v, str) else json.dumps(v, indent=1, default=str)) for k, v in provenance.items()
         ],
