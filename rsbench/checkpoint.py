@@ -7,21 +7,19 @@ it, and their checkpoints load here (``rsbench`` entry absent: dataset and norma
 
 from __future__ import annotations
 
-import errno
 import io
 import math
 import os
 import pickletools
-import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 from torch import nn
 
+from rsbench.atomic import atomic_write
 from rsbench.errors import RsbenchError, check_seed
 from rsbench.nets import NORMALIZATION_KINDS, build_classifier, normalization_for
 from rsbench.plugins import get_dataset
@@ -30,32 +28,8 @@ from rsbench.specs import Dataset, Normalization
 CHECKPOINT_NAME = "checkpoint.pth.tar"
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], make_folder: bool = False) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``: readers see the old
-    file or the whole new one. An unwritable ``path`` (missing or read-only folder, a folder itself, a full
-    disk) is an :class:`RsbenchError`, and no temporary file is left behind."""
-    path = Path(path)
-    tmp = None
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a folder, not a file name")
-        if make_folder:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise RsbenchError(f"cannot write {path}: {error.strerror or error}", "choose a writable file path") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
-
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` atomically (:func:`atomic_write`), creating its folder."""
+    """``torch.save`` to ``path`` atomically (:func:`rsbench.atomic.atomic_write`), creating its folder."""
     atomic_write(path, lambda handle: torch.save(obj, handle), make_folder=True)
 
 

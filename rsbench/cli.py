@@ -15,6 +15,7 @@ import typer
 import typer.core
 from rich.table import Table
 
+from rsbench.atomic import atomic_write_text, check_output_path
 from rsbench.errors import RsbenchError
 from rsbench.progress import console
 
@@ -532,10 +533,13 @@ def export(
     fmt = fmt or ("json" if output is None or is_record_path(output) else "tsv")
     if fmt not in ("tsv", "json"):
         fail(f"unknown format {fmt!r}", "choose tsv or json")
+    if fmt == "tsv" and output is None:
+        fail("a TSV export needs -o FILE")
+    if output is not None:
+        check_output_path(output)
     store = open_store(db)
     if fmt == "tsv":
-        if output is None:
-            fail("a TSV export needs -o FILE")
+        assert output is not None
         count = export_tsv(store, run, output)
         console.print(f"wrote {count} rows to {output}")
         return
@@ -640,6 +644,11 @@ def leaderboard(
     if fmt not in render.FORMATS:
         fail(f"unknown format {fmt!r}", "choose " + ", ".join(render.FORMATS))
     wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    if output is not None:
+        check_output_path(output, make_folder=True)
+    if plot is not None:
+        for path in figures.plot_paths(plot):
+            check_output_path(path, make_folder=True)
     store = open_store(db)
     board = lb.build(store, dataset, lb.parse_radii(radii), include_reported=reported)
     if not board["rows"]:
@@ -655,8 +664,7 @@ def leaderboard(
         return
     text = render.render(board, "markdown" if fmt == "rich" else fmt, wanted)
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        atomic_write_text(output, text, make_folder=True)
         console.print(f"wrote {output}")
     else:
         out(text.rstrip("\n"))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rsbench.checkpoint import atomic_write
+from rsbench.atomic import atomic_write
 from rsbench.errors import RsbenchError, check_seed, did_you_mean
 from rsbench.params import params_to_dict, parse_params
 from rsbench.plugins import get_dataset, get_manager
@@ -183,5 +183,5 @@ def export_tsv(store: Store, run_id: int, path: str | os.PathLike) -> int:
         f"{row.idx}\t{row.label}\t{row.predict}\t{float(row.radius)!r}\t{row.correct}\t{format_time(row.seconds)}"
         for row in rows.itertuples()
     ]
-    atomic_write(path, lambda handle: handle.write(("\n".join(lines) + "\n").encode()))
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
     return len(rows)

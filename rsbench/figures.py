@@ -5,6 +5,7 @@ a band of ± one sample standard deviation over seeds where a row has several. P
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rsbench.atomic import atomic_write
 from rsbench.errors import RsbenchError
 from rsbench.leaderboard import Row, board_rows
 from rsbench.render import params_text
@@ -94,11 +96,18 @@ def save(fig, paths: list[Path]) -> list[Path]:
     plt = _pyplot()
     with plt.rc_context(STYLE):
         for path in paths:
-            fig.savefig(path, dpi=150, bbox_inches="tight")
+            draw = functools.partial(fig.savefig, format=path.suffix[1:], dpi=150, bbox_inches="tight")
+            atomic_write(path, draw, make_folder=True)
     plt.close(fig)
     return paths
 
 
+def plot_paths(path: Path) -> list[Path]:
+    """The PNG and PDF files :func:`plot` writes for ``path`` (``''``: none, an error when written)."""
+    path = Path(path)
+    return [path.with_suffix(suffix) for suffix in (".png", ".pdf")] if path.name not in ("", "..") else [path]
+
+
 def plot(store: Store, board: dict[str, Any], path: Path) -> list[Path]:
     """The board's figure written as PNG and PDF next to each other (TrueType fonts in the PDF)."""
-    return save(figure(store, board), [Path(path).with_suffix(".png"), Path(path).with_suffix(".pdf")])
+    return save(figure(store, board), plot_paths(path))

@@ -19,12 +19,12 @@ import gzip
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select
 
+from rsbench.atomic import write_json_strict
 from rsbench.errors import RsbenchError
 from rsbench.leaderboard import strict_json
 from rsbench.store import RESULT_COLUMNS, Store
@@ -119,16 +119,7 @@ def record_of(store: Store, run_id: int, overrides: dict[str, Any] | None = None
 
 def write_record(document: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``document`` atomically (gzip-compressed when ``path`` ends in ``.gz``)."""
-    path = Path(path)
-    data = json.dumps(document, allow_nan=False, separators=(",", ":")).encode()
-    if path.suffix == ".gz":
-        data = gzip.compress(data, mtime=0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return write_json_strict(path, document)
 
 
 def is_record_path(path: str | os.PathLike) -> bool:
