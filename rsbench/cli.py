@@ -9,7 +9,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 import typer.core
@@ -21,6 +21,7 @@ from rsbench.progress import console
 
 if TYPE_CHECKING:
     from rsbench.config import CertifyConfig
+    from rsbench.store import Store
 
 
 class OneLineErrors(typer.core.TyperGroup):
@@ -118,6 +119,30 @@ def handle_errors(command):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+class DeferredStore:
+    """The store of ``--db``, opened when first used (or by :meth:`open`): a command that refuses its input
+    creates no ``./rsbench.db``. Commands open it once everything else is validated, before long work."""
+
+    def __init__(self, db: str | None):
+        self.db = db
+        self.store: Store | None = None
+
+    def open(self) -> Store:
+        if self.store is None:
+            from rsbench.store import open_store
+
+            self.store = open_store(self.db)
+        return self.store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.open(), name)
+
+
+def deferred_store(db: str | None) -> Store:
+    """A :class:`DeferredStore` where a :class:`~rsbench.store.Store` is expected."""
+    return cast("Store", DeferredStore(db))
 
 
 def parse_key_values(items: list[str] | None, flag: str = "--param") -> dict[str, str]:
@@ -255,7 +280,6 @@ def train(
 ):
     from rsbench.config import train_config
     from rsbench.distributed import current_world
-    from rsbench.store import open_store
     from rsbench.training import train as run_training
 
     flags = {
@@ -280,8 +304,8 @@ def train(
     }
     config = train_config(preset, config_file, flags)
     main_rank = current_world(config.device).main  # under torchrun, rank 0 alone records and reports
-    store = open_store(db) if main_rank else None  # fail on a bad store before hours of training
-    result = run_training(config, resume=resume, show_progress=progress)
+    store = DeferredStore(db) if main_rank else None  # opened once the run is validated, before training
+    result = run_training(config, resume=resume, show_progress=progress, ready=store.open if store else None)
     if store is None:
         return
     store.record_training(config, result)
@@ -296,9 +320,8 @@ def train(
 def _run_certification(config: CertifyConfig, db: str | None, show_progress: bool) -> None:
     from rsbench.certification import certify as run_certify
     from rsbench.distributed import current_world
-    from rsbench.store import open_store
 
-    store = open_store(db)
+    store = deferred_store(db)  # opened once the checkpoint, data and settings are validated
     run_id = run_certify(config, store, show_progress=show_progress)
     if not current_world().main:
         return  # under torchrun, rank 0 alone reports
@@ -464,12 +487,11 @@ def import_(
         rsbench import noise_0.50.tsv --dataset mnist --method gaussian --sigma 0.5
     """
     from rsbench.records import import_record, is_record_path
-    from rsbench.store import open_store
 
     records = [is_record_path(path) for path in files]
     if any(records) and not all(records):
         fail("give either run records (.json, .json.gz) or TSV logs, not both")
-    store = open_store(db)
+    store = deferred_store(db)  # opened once the first file is read and checked
     if all(records):
         for path in files:
             run_id, added, skipped = import_record(store, path)

@@ -39,6 +39,16 @@ def check_seed(seed: object, what: str = "seed") -> int:
     return seed
 
 
+MAX_SIGMA = 100.0  # σ in [0,1] pixel units: beyond 100 the noise is 100 times the whole pixel range
+
+
+def check_sigma(sigma: object, what: str = "sigma", hint: str = "e.g. --sigma 0.5") -> float:
+    """``sigma`` as a float in (0, MAX_SIGMA]: NaN, infinities, 0, negatives, 1e308 and non-numbers are refused."""
+    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not 0 < sigma <= MAX_SIGMA:
+        raise RsbenchError(f"{what} must be a positive number at most {MAX_SIGMA:g}, not {sigma!r}", hint)
+    return float(sigma)
+
+
 # scheme://user:PASSWORD@host  and  ...?password=PASSWORD / libpq's "password=PASSWORD"
 _USERINFO = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@]*:)[^\s@]*@")
 _PASSWORD_FIELD = re.compile(r"(\bpassword=)[^&\s]*", re.IGNORECASE)
