@@ -11,6 +11,7 @@ refuse a bad ``-o`` before it does any work.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import json
@@ -23,6 +24,7 @@ from typing import Any, BinaryIO
 from rsbench.errors import RsbenchError
 
 HINT = "choose a file name in a writable folder"
+_PENDING: set[str] = set()  # temporary files being written now (see remove_pending_files)
 
 
 def _cannot_write(path: str | os.PathLike, reason: str) -> RsbenchError:
@@ -65,6 +67,7 @@ def atomic_write(
         if make_folder:
             target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        _PENDING.add(tmp)
         with os.fdopen(fd, "wb") as handle:
             if isinstance(data, bytes):
                 handle.write(data)
@@ -80,8 +83,17 @@ def atomic_write(
         raise _cannot_write(path, reason or type(error).__name__) from None
     finally:
         if tmp is not None:
+            _PENDING.discard(tmp)
             Path(tmp).unlink(missing_ok=True)
     return target
+
+
+def remove_pending_files() -> None:
+    """Remove the temporary files of writes under way: for a process about to end at once (a rank told to
+    stop), which skips the cleanup of :func:`atomic_write`."""
+    for tmp in list(_PENDING):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, make_folder: bool = False) -> Path:

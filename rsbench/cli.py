@@ -100,23 +100,53 @@ def fail(message: str, hint: str | None = None) -> NoReturn:
     raise RsbenchError(message, hint)
 
 
+def in_launched_rank() -> bool:
+    """Whether this process is a rank that ``rsbench launch`` started (it reports its failures to it)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and bool(os.environ.get("RSBENCH_LAUNCH_DIR"))
+
+
+def report(line: str, kind: str = "error") -> None:
+    """``line`` on stderr; in a rank of ``rsbench launch``, handed to the launcher instead, which shows its
+    ranks' failures as one line."""
+    if in_launched_rank():
+        from rsbench.distributed import report_to_launcher
+
+        if report_to_launcher(kind, line):
+            return
+    print(line, file=sys.stderr)
+
+
 def handle_errors(command):
-    """Turn :class:`RsbenchError` (and interruptions) into one stderr line and exit code 2."""
+    """Turn :class:`RsbenchError` (and interruptions, and a rank's lost contact with its peers) into one
+    stderr line and exit code 2 (130 when interrupted)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        rank = f" (rank {os.environ.get('RANK')})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
         try:
             return command(*args, **kwargs)
         except RsbenchError as error:
             if os.environ.get("RSBENCH_DEBUG"):
                 raise
             hint = f" (hint: {error.hint})" if error.hint else ""
-            rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-            print(f"rsbench: error{rank}: {error.message}{hint}", file=sys.stderr)
+            report(f"rsbench: error{rank}: {error.message}{hint}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            print("rsbench: interrupted; completed work is saved, rerun the command to resume", file=sys.stderr)
+            report("rsbench: interrupted; completed work is saved, rerun the command to resume", "interrupted")
             raise typer.Exit(130) from None
+        except RuntimeError as error:
+            if os.environ.get("RSBENCH_DEBUG") or "rsbench.distributed" not in sys.modules:
+                raise
+            from rsbench.distributed import is_lost_peer
+
+            if not is_lost_peer(error):
+                raise
+            report(
+                f"rsbench: error{rank}: lost contact with another rank ({str(error).splitlines()[0][-120:]}) "
+                "(hint: another rank stopped, see its error, or the network between the machines failed)",
+                "lost",
+            )
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -804,9 +834,11 @@ def launch(
     node_rank: Annotated[int, typer.Option(help="This machine's rank (static rendezvous).")] = 0,
     rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT every machine can reach.")] = None,
     rdzv_id: Annotated[str, typer.Option(help="Job id shared by every machine.")] = "rsbench",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the rendezvous (every machine to join).")] = 300,
 ):
     """Run an rsbench command (train or certify) on several processes with torchrun's elastic agent:
-    the same as `torchrun --nproc-per-node K -m rsbench -- COMMAND ...`, with one error line if a rank fails.
+    the same as `torchrun --nproc-per-node K -m rsbench -- COMMAND ...`, with one error line if a rank or
+    the rendezvous fails. The ranks stop when the launcher is interrupted, terminated or killed.
 
     Examples:
 
@@ -816,27 +848,27 @@ def launch(
 
         rsbench launch --nnodes 2 --nproc-per-node 8 --rdzv-endpoint node0:29400 certify CK   # on each machine
     """
-    import logging
+    quiet = "TORCH_CPP_LOG_LEVEL" not in os.environ and "torch" not in sys.modules
+    if quiet:  # torch's C++ store logs each retry of the rendezvous with a stack; read once, as torch loads
+        os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"
+    from rsbench.launch import LaunchInterrupted, ReportedError
+    from rsbench.launch import launch as run_launch
 
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
+    if quiet:
+        del os.environ["TORCH_CPP_LOG_LEVEL"]  # the ranks keep torch's default
 
-    if not ctx.args or ctx.args[0] not in ("train", "certify", "predict"):
-        fail("launch runs train, certify or predict", "e.g. rsbench launch --nproc-per-node 2 certify CHECKPOINT")
-    if nproc_per_node < 1:
-        fail(f"--nproc-per-node must be at least 1, not {nproc_per_node}")
-    options = [f"--nproc-per-node={nproc_per_node}", f"--nnodes={nnodes}", f"--rdzv-id={rdzv_id}"]
-    if rdzv_endpoint:
-        options += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
-    else:
-        options += [f"--node-rank={node_rank}"]
-    for name in ("torch.distributed.elastic", "torch.distributed.run"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        run(parse_args([*options, "-m", "rsbench", "--", *ctx.args]))
-    except ChildFailedError as error:
-        rank, failure = error.get_first_failure()
-        fail(f"rank {rank} of `rsbench {ctx.args[0]}` exited with code {failure.exitcode} (its error is above)")
+        run_launch(ctx.args, nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id, timeout)
+    except ReportedError as error:  # a rank's own line, already formatted
+        print(error.line, file=sys.stderr)
+        raise typer.Exit(2) from None
+    except LaunchInterrupted as stop:
+        print(
+            f"rsbench: interrupted ({stop}); the ranks were stopped, completed work is saved, rerun the command "
+            "to resume",
+            file=sys.stderr,
+        )
+        raise typer.Exit(128 + stop.signal_number) from None
 
 
 # ------------------------------------------------------------------------------------------ download
@@ -894,6 +926,10 @@ def site(
 
 
 def main() -> None:
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank of torchrun or `rsbench launch`
+        from rsbench.distributed import start_rank
+
+        start_rank()
     try:
         app(prog_name="rsbench")
     except SystemExit as stop:

@@ -300,8 +300,7 @@ def train(
     only) is called once the run is validated and restored, before anything is written: the command line
     opens the store there, so a refused run creates none and a bad store fails before hours of training."""
     session = open_session(config, resume)
-    if ready is not None:
-        ready()
+    session.world.from_main(lambda: None if ready is None else (ready(), None)[1])  # rank 0's error is every rank's
     main = session.world.main
     if main:
         session.out.mkdir(parents=True, exist_ok=True)
@@ -344,7 +343,7 @@ def _start_state(
     if resume and not exists:
         raise RsbenchError(f"nothing to resume: {path} does not exist", "drop --resume")
     if resume:
-        checkpoint = world.broadcast(load_checkpoint(path) if world.main else {})
+        checkpoint = world.from_main(lambda: load_checkpoint(path))  # rank 0's error is every rank's
         return _restore(checkpoint, path, identity, model, optimizer, world, steps)
     if world.rank:
         torch.manual_seed(identity["seed"] + 1_000_003 * world.rank)  # each rank its own noise; rank 0 as one process
