@@ -16,7 +16,7 @@ import typer.core
 from rich.table import Table
 
 from rsbench.atomic import atomic_write_text, check_output_path
-from rsbench.errors import RsbenchError
+from rsbench.errors import RsbenchError, redact
 from rsbench.progress import console
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class OneLineErrors(typer.core.TyperGroup):
             context = getattr(error, "ctx", None)
             command = context.command_path if context else "rsbench"
             message = error.format_message() if hasattr(error, "format_message") else str(error)
-            print(f"rsbench: error: {message} (hint: see `{command} --help`)", file=sys.stderr)
+            print(redact(f"rsbench: error: {message} (hint: see `{command} --help`)"), file=sys.stderr)
             sys.exit(2)
         except typer.Abort:
             print("rsbench: interrupted", file=sys.stderr)
@@ -106,8 +106,9 @@ def in_launched_rank() -> bool:
 
 
 def report(line: str, kind: str = "error") -> None:
-    """``line`` on stderr; in a rank of ``rsbench launch``, handed to the launcher instead, which shows its
-    ranks' failures as one line."""
+    """``line`` (passwords redacted) on stderr; in a rank of ``rsbench launch``, handed to the launcher
+    instead, which shows its ranks' failures as one line."""
+    line = redact(line)
     if in_launched_rank():
         from rsbench.distributed import report_to_launcher
 
