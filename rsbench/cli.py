@@ -591,8 +591,7 @@ def export(
     if output is not None:
         check_output_path(output)
     store = open_store(db)
-    if fmt == "tsv":
-        assert output is not None
+    if fmt == "tsv" and output is not None:
         count = export_tsv(store, run, output)
         console.print(f"wrote {count} rows to {output}")
         return

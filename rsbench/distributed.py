@@ -228,5 +228,5 @@ def is_lost_peer(error: BaseException) -> bool:
         return False
     text = str(error)
     return isinstance(error, dist.DistError) or any(
-        mark in text for mark in ("gloo/transport", "Connection reset by peer", "Connection closed by peer", "NCCL")
+        mark in text for mark in ("gloo/transport", "Connection reset by peer", "Connection closed by peer")
     )

@@ -300,7 +300,12 @@ def train(
     only) is called once the run is validated and restored, before anything is written: the command line
     opens the store there, so a refused run creates none and a bad store fails before hours of training."""
     session = open_session(config, resume)
-    session.world.from_main(lambda: None if ready is None else (ready(), None)[1])  # rank 0's error is every rank's
+
+    def get_ready() -> None:
+        if ready is not None:
+            ready()
+
+    session.world.from_main(get_ready)  # rank 0's error (a bad store) is every rank's
     main = session.world.main
     if main:
         session.out.mkdir(parents=True, exist_ok=True)

@@ -77,18 +77,35 @@ def wait_until(condition, what: str, seconds: float = WAIT) -> None:
     raise AssertionError(f"timed out waiting until {what}")
 
 
+LONG_JOBS = {  # each would run for many minutes
+    "certify": ["certify", "CHECKPOINT", "--n", "100000", "--batch", "1000", "--no-progress"],
+    "train": ["train", "--dataset", "mnist", "--sigma", "0.5", "--epochs", "500", "--batch", "64", "--no-progress"],
+}
+
+
 @pytest.fixture
 def long_certification(toy_checkpoint, toy_mnist_root, tmp_path) -> Iterator[tuple[subprocess.Popen, list[int]]]:
-    """A 2-rank `rsbench launch certify` that would run for many minutes, in a process group of its own (as a
-    scheduler starts a job), once both ranks have started: (launcher, rank pids). Leftover ranks are killed."""
-    command = [sys.executable, "-m", "rsbench", "launch", "--nproc-per-node", "2", "certify", str(toy_checkpoint)]
-    command += ["--n", "100000", "--batch", "1000", "--no-progress"]
+    yield from long_job("certify", toy_checkpoint, toy_mnist_root, tmp_path)
+
+
+@pytest.fixture(params=LONG_JOBS)
+def any_long_job(request, toy_checkpoint, toy_mnist_root, tmp_path) -> Iterator[tuple[subprocess.Popen, list[int]]]:
+    yield from long_job(request.param, toy_checkpoint, toy_mnist_root, tmp_path)
+
+
+def long_job(name: str, checkpoint: Path, data: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, list[int]]]:
+    """A 2-rank `rsbench launch` of a long job, in a process group of its own (as a scheduler starts a job),
+    once both ranks have started and work: (launcher, rank pids). Leftover processes are killed."""
+    args = [str(checkpoint) if arg == "CHECKPOINT" else arg for arg in LONG_JOBS[name]]
+    if name == "train":
+        args += ["--out", str(tmp_path / "run")]
+    command = [sys.executable, "-m", "rsbench", "launch", "--nproc-per-node", "2", *args]
     launcher = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=environment(toy_mnist_root, tmp_path / "s.db"),
+        env=environment(data, tmp_path / "s.db"),
         start_new_session=True,
     )
     ranks: list[int] = []
@@ -96,7 +113,8 @@ def long_certification(toy_checkpoint, toy_mnist_root, tmp_path) -> Iterator[tup
         wait_until(lambda: len(children(launcher.pid)) == 2 or launcher.poll() is not None, "both ranks started")
         ranks = children(launcher.pid)
         assert len(ranks) == 2, launcher.communicate()[1]
-        wait_until(lambda: (tmp_path / "s.db").exists(), "the ranks work")  # past startup, certifying
+        working = tmp_path / ("s.db" if name == "certify" else "run/log.tsv")
+        wait_until(working.exists, "the ranks work")  # past startup and validation
         yield launcher, ranks
     finally:
         for pid in [launcher.pid, *ranks]:
@@ -124,9 +142,10 @@ def test_sigterm_or_ctrl_c_of_the_group_is_one_line_and_stops_the_ranks(long_cer
     wait_until(lambda: not any(alive(pid) for pid in ranks), "the ranks stopped", 60)
 
 
-def test_a_killed_rank_is_one_line(long_certification):
-    """A rank killed from outside (the kernel's OOM killer, say): its peers are stopped, one line says which."""
-    launcher, ranks = long_certification
+def test_a_killed_rank_is_one_line(any_long_job):
+    """A rank killed from outside (the kernel's OOM killer, say): its peers, which lose contact with it (in
+    training at once), are stopped, and one line says which rank was killed."""
+    launcher, ranks = any_long_job
     os.kill(ranks[1], signal.SIGKILL)
     _, stderr = launcher.communicate(timeout=WAIT)
     assert_one_line(subprocess.CompletedProcess([], launcher.returncode, "", stderr), 2, "was killed by SIGKILL")
