@@ -31,7 +31,6 @@ TIMEOUT = datetime.timedelta(minutes=30)
 LAUNCH_DIR = "RSBENCH_LAUNCH_DIR"  # set by `rsbench launch`: where its ranks report (see report_to_launcher)
 LAUNCHER_PID = "RSBENCH_LAUNCHER_PID"  # set by `rsbench launch`: the process whose death stops the ranks
 PARENT_POLL_SECONDS = 0.5
-STOP_GRACE_SECONDS = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,10 +213,15 @@ def _watch_launcher(launcher: int) -> None:
 def report_to_launcher(kind: str, line: str) -> bool:
     """Hand ``line`` (an ``error``, ``lost`` contact or ``ready``) to the ``rsbench launch`` that started this
     rank, which reports its ranks' failures as one line; False when no launcher listens (the caller prints)."""
+    from rsbench.atomic import atomic_write_text
+
     folder = os.environ.get(LAUNCH_DIR)
     if not folder or not is_rank() or not Path(folder).is_dir():
         return False
-    (Path(folder) / f"{kind}-{os.environ.get('RANK', '0')}").write_text(line)
+    try:  # whole or not at all: the launcher may read it while this rank ends
+        atomic_write_text(Path(folder) / f"{kind}-{os.environ.get('RANK', '0')}", line)
+    except RsbenchError:
+        return False
     return True
 
 

@@ -139,11 +139,17 @@ RANK_LABEL = re.compile(r" \(rank \d+\)")
 def _failure(error: Any, folder: Path, command: str) -> RsbenchError:
     """The one line for failed ranks: the first error a rank reported (without its rank when every rank
     reported the same), else the first rank killed by a signal, else a lost contact, else an exit code."""
-    reports = sorted(folder.glob("*-*"), key=lambda path: (path.stat().st_mtime_ns, path.name))
+    reports = []
+    for path in folder.iterdir():  # KIND-RANK files, written atomically (skip a write under way)
+        kind, _, rank = path.name.partition("-")
+        if kind in ("error", "lost") and rank.isdigit():
+            try:
+                reports.append((path.stat().st_mtime_ns, int(rank), kind, path.read_text().strip()))
+            except OSError:
+                continue
     by_kind: dict[str, list[str]] = {}
-    for path in reports:
-        kind = path.name.split("-")[0]
-        by_kind.setdefault(kind, []).append(path.read_text().strip())
+    for _, _, kind, line in sorted(reports):
+        by_kind.setdefault(kind, []).append(line)
     errors = by_kind.get("error", [])
     if errors:
         same = {RANK_LABEL.sub("", line, count=1) for line in errors}
