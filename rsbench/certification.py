@@ -262,11 +262,8 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reu
 
 def open_job_in_turn(config: CertifyConfig, store: Store, world: World) -> CertificationJob:
     """:func:`open_job` on every rank, rank 0 first (it creates the run; the others then find it), so all
-    ranks see the same examples still to do and split them by :meth:`World.shard`."""
-    if not world.main:
-        world.barrier()
-    job = open_job(config, store)
-    if world.main:
-        world.barrier()
+    ranks see the same examples still to do and split them by :meth:`World.shard`. Rank 0 validates first:
+    its error is every rank's (:meth:`World.main_first`), no rank is left waiting for it."""
+    job = world.main_first(lambda: open_job(config, store))
     world.agree((job.run_id, job.todo), "the run and the examples still to do")
     return job

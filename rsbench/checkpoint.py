@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from rsbench.atomic import atomic_write
-from rsbench.errors import RsbenchError, check_seed
+from rsbench.errors import RsbenchError, check_seed, check_sigma
 from rsbench.nets import NORMALIZATION_KINDS, build_classifier, normalization_for
 from rsbench.plugins import get_dataset
 from rsbench.specs import Dataset, Normalization
@@ -29,7 +29,7 @@ CHECKPOINT_NAME = "checkpoint.pth.tar"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` atomically (:func:`atomic_write`), creating its folder."""
+    """``torch.save`` to ``path`` atomically (:func:`rsbench.atomic.atomic_write`), creating its folder."""
     atomic_write(path, lambda handle: torch.save(obj, handle), make_folder=True)
 
 
@@ -82,12 +82,66 @@ def code_references(path: Path) -> list[str]:
     return sorted({name for name in names if name not in allowed and not name.startswith("torch._utils._rebuild")})
 
 
+MAX_BYTES_VARIABLE = "RSBENCH_MAX_CHECKPOINT_BYTES"
+DEFAULT_MAX_BYTES = 4 * 2**30  # 20x the largest official smoothing checkpoint (ResNet-50 with its optimizer)
+ZIP_MAGIC = b"PK\x03\x04"  # torch.load reads a file that starts so as a zip archive, anything else as legacy
+
+
+def max_checkpoint_bytes() -> int:
+    """The most bytes a checkpoint may unpack to: ``$RSBENCH_MAX_CHECKPOINT_BYTES``, else 4 GiB."""
+    text = os.environ.get(MAX_BYTES_VARIABLE)
+    if text is None:
+        return DEFAULT_MAX_BYTES
+    try:
+        limit = int(text.replace("_", ""))
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise RsbenchError(
+            f"{MAX_BYTES_VARIABLE} must be a positive whole number of bytes, not {text!r}",
+            f"e.g. {MAX_BYTES_VARIABLE}={2 * DEFAULT_MAX_BYTES} for {2 * DEFAULT_MAX_BYTES // 2**30} GiB",
+        )
+    return limit
+
+
+def unpacked_size(path: Path) -> int:
+    """The bytes ``torch.load`` allocates for a checkpoint's contents, read without unpacking it: the
+    uncompressed sizes a zip checkpoint's directory declares (torch's reader allocates exactly those and
+    fails on data that would exceed them), or the file's size for a legacy checkpoint, whose storages are
+    raw bytes of the file."""
+    with open(path, "rb") as handle:
+        is_zip = handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    if not is_zip:
+        return path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise RsbenchError(
+            f"{path} is not a readable torch checkpoint (a damaged zip archive)",
+            "the file is corrupt or truncated; retrain or restore it",
+        ) from None
+
+
+def check_unpacked_size(path: Path) -> None:
+    """Refuse, before anything is unpacked, a checkpoint that would take more memory than
+    :func:`max_checkpoint_bytes` (a zip bomb: a small file whose members inflate to gigabytes)."""
+    size, limit = unpacked_size(path), max_checkpoint_bytes()
+    if size > limit:
+        raise RsbenchError(
+            f"{path} unpacks to {size:,} bytes, more than the limit of {limit:,} bytes ({MAX_BYTES_VARIABLE})",
+            f"if you trust the file, raise the limit: {MAX_BYTES_VARIABLE}={size}",
+        )
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``. A file that would run code when unpickled is refused
-    as such, naming what it calls; any other unreadable file as corrupt (whatever torch raised on it)."""
+    """Read a checkpoint with ``weights_only=True``, after checking what it unpacks to against the limit
+    (:func:`check_unpacked_size`). A file that would run code when unpickled is refused as such, naming what
+    it calls; any other unreadable file as corrupt (whatever torch raised on it)."""
     path = Path(path)
     if not path.is_file():
         raise RsbenchError(f"checkpoint {str(path)!r} does not exist", "give the path to a .pth.tar file")
+    check_unpacked_size(path)
     try:
         with warnings.catch_warnings():  # torch warns about protocols of bare pickles: the error below says it all
             warnings.simplefilter("ignore", UserWarning)
@@ -171,9 +225,10 @@ def recorded_normalization(recorded: Any, dataset: Dataset) -> Normalization:
 
 def check_meta(meta: dict[str, Any]) -> None:
     """The metadata a run takes from a checkpoint (σ, seed, method, hyperparameters) is of its types."""
-    sigma = meta.get("sigma")
-    if sigma is not None and not (_is_number(sigma) and sigma > 0):
-        raise RsbenchError(f"the checkpoint records an invalid sigma {sigma!r}", "pass --sigma")
+    if meta.get("sigma") is not None:
+        check_sigma(
+            meta["sigma"], "the checkpoint records an invalid sigma: its sigma", "the file is damaged; pass --sigma"
+        )
     if meta.get("seed") is not None:
         check_seed(meta["seed"], "the checkpoint's recorded seed")
     for key, kind in (("dataset", str), ("method", str), ("params", dict)):

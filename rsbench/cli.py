@@ -16,12 +16,14 @@ import typer
 import typer.core
 from rich.table import Table
 
-from rsbench.errors import RsbenchError
+from rsbench.atomic import atomic_write_text, check_output_path
+from rsbench.errors import RsbenchError, redact
 from rsbench.progress import console
 
 if TYPE_CHECKING:
     from rsbench.config import CertifyConfig
     from rsbench.protocol import Split
+    from rsbench.store import Store
 
 
 class OneLineErrors(typer.core.TyperGroup):
@@ -37,7 +39,7 @@ class OneLineErrors(typer.core.TyperGroup):
             context = getattr(error, "ctx", None)
             command = context.command_path if context else "rsbench"
             message = error.format_message() if hasattr(error, "format_message") else str(error)
-            print(f"rsbench: error: {message} (hint: see `{command} --help`)", file=sys.stderr)
+            print(redact(f"rsbench: error: {message} (hint: see `{command} --help`)"), file=sys.stderr)
             sys.exit(2)
         except typer.Abort:
             print("rsbench: interrupted", file=sys.stderr)
@@ -141,25 +143,80 @@ def fail(message: str, hint: str | None = None) -> NoReturn:
     raise RsbenchError(message, hint)
 
 
+def in_launched_rank() -> bool:
+    """Whether this process is a rank that ``rsbench launch`` started (it reports its failures to it)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and bool(os.environ.get("RSBENCH_LAUNCH_DIR"))
+
+
+def report(line: str, kind: str = "error") -> None:
+    """``line`` (passwords redacted) on stderr; in a rank of ``rsbench launch``, handed to the launcher
+    instead, which shows its ranks' failures as one line."""
+    line = redact(line)
+    if in_launched_rank():
+        from rsbench.distributed import report_to_launcher
+
+        if report_to_launcher(kind, line):
+            return
+    print(line, file=sys.stderr)
+
+
 def handle_errors(command):
-    """Turn :class:`RsbenchError` (and interruptions) into one stderr line and exit code 2."""
+    """Turn :class:`RsbenchError` (and interruptions, and a rank's lost contact with its peers) into one
+    stderr line and exit code 2 (130 when interrupted)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        rank = f" (rank {os.environ.get('RANK')})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
         try:
             return command(*args, **kwargs)
         except RsbenchError as error:
             if os.environ.get("RSBENCH_DEBUG"):
                 raise
             hint = f" (hint: {error.hint})" if error.hint else ""
-            rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-            print(f"rsbench: error{rank}: {error.message}{hint}", file=sys.stderr)
+            report(f"rsbench: error{rank}: {error.message}{hint}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            print("rsbench: interrupted; completed work is saved, rerun the command to resume", file=sys.stderr)
+            report("rsbench: interrupted; completed work is saved, rerun the command to resume", "interrupted")
             raise typer.Exit(130) from None
+        except RuntimeError as error:
+            if os.environ.get("RSBENCH_DEBUG") or "rsbench.distributed" not in sys.modules:
+                raise
+            from rsbench.distributed import is_lost_peer
+
+            if not is_lost_peer(error):
+                raise
+            report(
+                f"rsbench: error{rank}: lost contact with another rank ({str(error).splitlines()[0][-120:]}) "
+                "(hint: another rank stopped, see its error, or the network between the machines failed)",
+                "lost",
+            )
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+class DeferredStore:
+    """The store of ``--db``, opened when first used (or by :meth:`open`): a command that refuses its input
+    creates no ``./rsbench.db``. Commands open it once everything else is validated, before long work."""
+
+    def __init__(self, db: str | None):
+        self.db = db
+        self.store: Store | None = None
+
+    def open(self) -> Store:
+        if self.store is None:
+            from rsbench.store import open_store
+
+            self.store = open_store(self.db)
+        return self.store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.open(), name)
+
+
+def deferred_store(db: str | None) -> Store:
+    """A :class:`DeferredStore` where a :class:`~rsbench.store.Store` is expected."""
+    return cast("Store", DeferredStore(db))
 
 
 def parse_key_values(items: list[str] | None, flag: str = "--param") -> dict[str, str]:
@@ -297,7 +354,6 @@ def train(
 ):
     from rsbench.config import train_config
     from rsbench.distributed import current_world
-    from rsbench.store import open_store
     from rsbench.training import train as run_training
 
     flags = {
@@ -322,8 +378,8 @@ def train(
     }
     config = train_config(preset, config_file, flags)
     main_rank = current_world(config.device).main  # under torchrun, rank 0 alone records and reports
-    store = open_store(db) if main_rank else None  # fail on a bad store before hours of training
-    result = run_training(config, resume=resume, show_progress=progress)
+    store = DeferredStore(db) if main_rank else None  # opened once the run is validated, before training
+    result = run_training(config, resume=resume, show_progress=progress, ready=store.open if store else None)
     if store is None:
         return
     store.record_training(config, result)
@@ -338,9 +394,8 @@ def train(
 def _run_certification(config: CertifyConfig, db: str | None, show_progress: bool) -> None:
     from rsbench.certification import certify as run_certify
     from rsbench.distributed import current_world
-    from rsbench.store import open_store
 
-    store = open_store(db)
+    store = deferred_store(db)  # opened once the checkpoint, data and settings are validated
     run_id = run_certify(config, store, show_progress=show_progress)
     if not current_world().main:
         return  # under torchrun, rank 0 alone reports
@@ -495,12 +550,11 @@ def import_(
         rsbench import noise_0.50.tsv --dataset mnist --method gaussian --sigma 0.5
     """
     from rsbench.results.records import import_record, is_record_path
-    from rsbench.store import open_store
 
     records = [is_record_path(path) for path in files]
     if any(records) and not all(records):
         fail("give either run records (.json, .json.gz) or TSV logs, not both")
-    store = open_store(db)
+    store = deferred_store(db)  # opened once the first file is read and checked
     if all(records):
         for path in files:
             run_id, added, skipped = import_record(store, path)
@@ -593,10 +647,12 @@ def export(
     fmt = fmt or ("json" if output is None or is_record_path(output) else "tsv")
     if fmt not in ("tsv", "json"):
         fail(f"unknown format {fmt!r}", "choose tsv or json")
+    if fmt == "tsv" and output is None:
+        fail("a TSV export needs -o FILE")
+    if output is not None:
+        check_output_path(output)
     store = open_store(db)
-    if fmt == "tsv":
-        if output is None:
-            fail("a TSV export needs -o FILE")
+    if fmt == "tsv" and output is not None:
         count = export_tsv(store, run, output)
         console.print(f"wrote {count} rows to {output}")
         return
@@ -669,7 +725,6 @@ def leaderboard(
 
         rsbench leaderboard --dataset mnist --format json --radii 0:3.5:0.5
     """
-    from rsbench.atomic import atomic_write_text
     from rsbench.plugins import get_dataset
     from rsbench.results import board as boards
     from rsbench.results import figures, render
@@ -681,6 +736,11 @@ def leaderboard(
     wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     chosen_radii = boards.parse_radii(radii)
     boards.check_sort_by(sort_by, chosen_radii)
+    if output is not None:
+        check_output_path(output, make_folder=True)
+    if plot is not None:
+        for path in figures.plot_paths(plot):
+            check_output_path(path, make_folder=True)
     store = open_store(db)
     board = boards.build(store, dataset, chosen_radii, include_reported=reported, sort_by=sort_by)
     if not board.rows:
@@ -797,9 +857,11 @@ def launch(
     node_rank: Annotated[int, typer.Option(help="This machine's rank (static rendezvous).")] = 0,
     rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT every machine can reach.")] = None,
     rdzv_id: Annotated[str, typer.Option(help="Job id shared by every machine.")] = "rsbench",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the rendezvous (every machine to join).")] = 300,
 ):
     """Run an rsbench command (train or certify) on several processes with torchrun's elastic agent:
-    the same as `torchrun --nproc-per-node K -m rsbench -- COMMAND ...`, with one error line if a rank fails.
+    the same as `torchrun --nproc-per-node K -m rsbench -- COMMAND ...`, with one error line if a rank or
+    the rendezvous fails. The ranks stop when the launcher is interrupted, terminated or killed.
 
     Examples:
 
@@ -809,27 +871,27 @@ def launch(
 
         rsbench launch --nnodes 2 --nproc-per-node 8 --rdzv-endpoint node0:29400 certify CK   # on each machine
     """
-    import logging
+    quiet = "TORCH_CPP_LOG_LEVEL" not in os.environ and "torch" not in sys.modules
+    if quiet:  # torch's C++ store logs each retry of the rendezvous with a stack; read once, as torch loads
+        os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"
+    from rsbench.launch import LaunchInterrupted, ReportedError
+    from rsbench.launch import launch as run_launch
 
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
+    if quiet:
+        del os.environ["TORCH_CPP_LOG_LEVEL"]  # the ranks keep torch's default
 
-    if not ctx.args or ctx.args[0] not in ("train", "certify", "predict"):
-        fail("launch runs train, certify or predict", "e.g. rsbench launch --nproc-per-node 2 certify CHECKPOINT")
-    if nproc_per_node < 1:
-        fail(f"--nproc-per-node must be at least 1, not {nproc_per_node}")
-    options = [f"--nproc-per-node={nproc_per_node}", f"--nnodes={nnodes}", f"--rdzv-id={rdzv_id}"]
-    if rdzv_endpoint:
-        options += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
-    else:
-        options += [f"--node-rank={node_rank}"]
-    for name in ("torch.distributed.elastic", "torch.distributed.run"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        run(parse_args([*options, "-m", "rsbench", "--", *ctx.args]))
-    except ChildFailedError as error:
-        rank, failure = error.get_first_failure()
-        fail(f"rank {rank} of `rsbench {ctx.args[0]}` exited with code {failure.exitcode} (its error is above)")
+        run_launch(ctx.args, nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id, timeout)
+    except ReportedError as error:  # a rank's own line, already formatted
+        print(error.line, file=sys.stderr)
+        raise typer.Exit(2) from None
+    except LaunchInterrupted as stop:
+        print(
+            f"rsbench: interrupted ({stop}); the ranks were stopped, completed work is saved, rerun the command "
+            "to resume",
+            file=sys.stderr,
+        )
+        raise typer.Exit(128 + stop.signal_number) from None
 
 
 # ------------------------------------------------------------------------------------------ download
@@ -910,6 +972,10 @@ def db_upgrade(db: DbOption = None):
 
 
 def main() -> None:
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a rank of torchrun or `rsbench launch`
+        from rsbench.distributed import start_rank
+
+        start_rank()
     try:
         app(prog_name="rsbench")
     except SystemExit as stop:

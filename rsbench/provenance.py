@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rsbench.errors import redact
+from rsbench.errors import redact_command
 
 
 def auto_device(requested: str | None = None) -> torch.device:
@@ -77,7 +77,7 @@ def provenance(device: torch.device | None = None) -> dict[str, Any]:
         "git_commit": git_commit(),
         "device": device_name(device) if device is not None else None,
         "host": platform.node(),
-        "command": redact(" ".join(sys.argv)),  # a --db URL's password is never recorded
+        "command": redact_command(sys.argv),  # no password of a store URL is ever recorded
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 

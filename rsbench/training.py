@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from rsbench.checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint
 from rsbench.config import TrainConfig
 from rsbench.data import data_root, head, iterate_batches
 from rsbench.distributed import World, current_world, rank_device
-from rsbench.errors import RsbenchError, check_seed
+from rsbench.errors import RsbenchError, check_seed, check_sigma
 from rsbench.methods import TrainingMethod, noisy_copies
 from rsbench.nets import build_classifier
 from rsbench.params import params_to_dict, parse_params
@@ -41,8 +42,7 @@ class TrainResult:
 
 def resolve(config: TrainConfig) -> tuple[Any, TrainingMethod, Schedule, dict[str, Any]]:
     """Validate a config: the dataset, the method with its typed parameters, the schedule."""
-    if not (isinstance(config.sigma, int | float) and math.isfinite(config.sigma) and config.sigma > 0):
-        raise RsbenchError(f"sigma must be a positive number, not {config.sigma}", "e.g. --sigma 0.5")
+    check_sigma(config.sigma)
     dataset = get_dataset(config.dataset)
     method_cls = get_method(config.method)
     params = parse_params(method_cls.Params, config.params, f"method {config.method!r}")
@@ -158,8 +158,9 @@ def open_session(config: TrainConfig, resume: bool) -> Session:
     torch.manual_seed(config.seed)
     model = build_classifier(config.arch, dataset).to(device)
     optimizer = make_optimizer(model, schedule)
+    steps = math.ceil(len(train_set) / schedule.batch_size)
     start_epoch, test_accuracy, partial = _start_state(
-        Path(config.out) / CHECKPOINT_NAME, resume, identity, model, optimizer, world
+        Path(config.out) / CHECKPOINT_NAME, resume, identity, model, optimizer, world, steps
     )
     normalization = dataset.normalization
     meta = {
@@ -296,9 +297,19 @@ def save_epoch(session: Session, epoch: int, elapsed: float, train_loss: float) 
     )
 
 
-def train(config: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
-    """Train (or resume) the run ``config`` describes; returns its checkpoint and figures."""
+def train(
+    config: TrainConfig, resume: bool = False, show_progress: bool = True, ready: Callable[[], object] | None = None
+) -> TrainResult:
+    """Train (or resume) the run ``config`` describes; returns its checkpoint and figures. ``ready`` (rank 0
+    only) is called once the run is validated and restored, before anything is written: the command line
+    opens the store there, so a refused run creates none and a bad store fails before hours of training."""
     session = open_session(config, resume)
+
+    def get_ready() -> None:
+        if ready is not None:
+            ready()
+
+    session.world.from_main(get_ready)  # rank 0's error (a bad store) is every rank's
     main = session.world.main
     if main:
         session.out.mkdir(parents=True, exist_ok=True)
@@ -325,18 +336,24 @@ def train(config: TrainConfig, resume: bool = False, show_progress: bool = True)
 
 
 def _start_state(
-    path: Path, resume: bool, identity: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, world: World
+    path: Path,
+    resume: bool,
+    identity: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    world: World,
+    steps: int,
 ) -> tuple[int, float, dict[str, Any] | None]:
     """Epochs done, last noisy test accuracy and where a partial epoch stopped: (0, nan, None) for a new
-    run, else restored from ``path``."""
+    run, else restored from ``path`` (whose epochs have ``steps`` steps each)."""
     exists = world.broadcast(path.exists())
     if exists and not resume:
         raise RsbenchError(f"{path} already exists", "pass --resume to continue that run, or choose another --out")
     if resume and not exists:
         raise RsbenchError(f"nothing to resume: {path} does not exist", "drop --resume")
     if resume:
-        checkpoint = world.broadcast(load_checkpoint(path) if world.main else {})
-        return _restore(checkpoint, path, identity, model, optimizer, world)
+        checkpoint = world.from_main(lambda: load_checkpoint(path))  # rank 0's error is every rank's
+        return _restore(checkpoint, path, identity, model, optimizer, world, steps)
     if world.rank:
         torch.manual_seed(identity["seed"] + 1_000_003 * world.rank)  # each rank its own noise; rank 0 as one process
     return 0, float("nan"), None
@@ -349,10 +366,11 @@ def _restore(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     world: World,
+    steps: int,
 ) -> tuple[int, float, dict[str, Any] | None]:
     """Load an interrupted run's state: the epochs done, the last noisy test accuracy and where a partial
-    epoch stopped. Each rank
-    gets back its RNG state when the world has the size it was saved with, else a fresh per-rank seed."""
+    epoch stopped, every field checked first (:func:`check_resume_state`). Each rank gets back its RNG state
+    when the world has the size it was saved with, else a fresh per-rank seed."""
     meta = checkpoint.get("rsbench")
     if not isinstance(meta, dict) or "rng_states" not in meta:
         raise RsbenchError(
@@ -366,9 +384,8 @@ def _restore(
             f"{path} belongs to a different run (differs in: {', '.join(differing)})",
             "resume with the same settings, or choose another --out",
         )
-    model.load_state_dict(checkpoint["state_dict"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    epoch = int(checkpoint["epoch"])
+    epoch, test_accuracy, partial = check_resume_state(checkpoint, path, identity["schedule"]["epochs"], steps)
+    restore_weights(checkpoint, path, model, optimizer)
     if len(meta["rng_states"]) == world.size:
         cpu_state, cuda_state = meta["rng_states"][world.rank]
         torch.set_rng_state(cpu_state)
@@ -376,8 +393,122 @@ def _restore(
             torch.cuda.set_rng_state(cuda_state, next(model.parameters()).device)
     else:
         torch.manual_seed(identity["seed"] + 1_000_003 * world.rank + 7_919 * epoch)
-    partial = meta.get("partial_epoch")
     if world.main:
         within = f", step {partial['step']} of epoch {epoch + 1}" if partial else ""
         console.print(f"resuming {path} after epoch {epoch}{within}")
-    return epoch, float(meta.get("test_accuracy", float("nan"))), partial
+    return epoch, test_accuracy, partial
+
+
+def _damaged(path: Path, what: str) -> RsbenchError:
+    return RsbenchError(f"{path} is damaged: {what}", "cannot resume from it; restore the file or choose another --out")
+
+
+def _is_whole(value: Any, low: int, high: float = math.inf) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_generator_state(state: Any, device: str = "cpu") -> bool:
+    """Whether ``state`` is one a torch generator on ``device`` accepts (tried on a scratch generator)."""
+    if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8 or state.dim() != 1:
+        return False
+    if device != "cpu":
+        return True  # checked when set: only on a machine with that device
+    try:
+        torch.Generator().set_state(state)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
+
+
+def check_resume_state(
+    checkpoint: dict[str, Any], path: Path, epochs: int, steps: int
+) -> tuple[int, float, dict[str, Any] | None]:
+    """The epochs done, last noisy test accuracy and partial-epoch position of a checkpoint to resume,
+    each checked: epochs within the schedule's ``epochs``, an accuracy in [0, 1] (or NaN before the first
+    epoch), one (CPU, CUDA) RNG state pair per saved rank that torch accepts, and a partial epoch within
+    the ``steps`` of an epoch with finite loss sums. A damaged field is one :class:`RsbenchError` line."""
+    meta = checkpoint["rsbench"]
+    epoch = checkpoint.get("epoch")
+    if not isinstance(epoch, int) or not _is_whole(epoch, 0, epochs):
+        raise _damaged(path, f"its epoch {epoch!r} is not a whole number from 0 to {epochs}")
+    accuracy = meta.get("test_accuracy", math.nan)
+    if accuracy is None:
+        accuracy = math.nan
+    if (
+        isinstance(accuracy, bool)
+        or not isinstance(accuracy, int | float)
+        or not (0 <= accuracy <= 1 or math.isnan(accuracy))
+    ):
+        raise _damaged(path, f"its test accuracy {accuracy!r} is not a fraction")
+    rng_states = meta["rng_states"]
+    if (
+        not isinstance(rng_states, list | tuple)
+        or not rng_states
+        or not all(isinstance(pair, list | tuple) and len(pair) == 2 for pair in rng_states)
+        or not all(_is_generator_state(cpu) for cpu, _ in rng_states)
+        or not all(cuda is None or _is_generator_state(cuda, "cuda") for _, cuda in rng_states)
+    ):
+        raise _damaged(path, "its random number generator states are not ones torch saved")
+    partial = meta.get("partial_epoch")
+    if partial is not None:
+        fields = ("step", "examples", "loss_count", "loss_sum", "generator_state", "epoch")
+        if not isinstance(partial, dict) or set(partial) != set(fields):
+            raise _damaged(path, f"its partial epoch must hold exactly {', '.join(fields)}")
+        loss_sum = partial["loss_sum"]
+        if (
+            partial["epoch"] != epoch
+            or epoch >= epochs
+            or not _is_whole(partial["step"], 0, steps)
+            or not _is_whole(partial["examples"], 0)
+            or not _is_whole(partial["loss_count"], 0)
+            or isinstance(loss_sum, bool)
+            or not isinstance(loss_sum, int | float)
+            or not math.isfinite(loss_sum)
+            or not _is_generator_state(partial["generator_state"])
+        ):
+            raise _damaged(path, f"its partial epoch {_summary(partial)} is not a position within epoch {epoch + 1}")
+    return epoch, float(accuracy), partial
+
+
+def _summary(partial: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {v!r}" for k, v in partial.items() if k != "generator_state") + "}"
+
+
+def restore_weights(checkpoint: dict[str, Any], path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load the model's weights and the optimizer's state, refusing weights that do not fit the model,
+    non-finite numbers, and optimizer state whose hyperparameters or buffers are not the run's."""
+    weights = checkpoint["state_dict"]
+    if not all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()):
+        raise _damaged(path, "its weights hold NaN or infinite numbers")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise _damaged(
+            path, f"its weights do not fit the model ({str(error).splitlines()[-1].strip()[:120]})"
+        ) from None
+    expected = [
+        {k: v for k, v in group.items() if k not in ("params", "lr", "initial_lr")}
+        for group in optimizer.state_dict()["param_groups"]
+    ]
+    saved = checkpoint.get("optimizer")
+    try:
+        if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+            raise TypeError("not an optimizer's state_dict")
+        groups = saved["param_groups"]
+        if len(groups) != len(expected) or any(
+            group[key] != value
+            for group, wanted in zip(groups, expected, strict=True)
+            for key, value in wanted.items()
+            if key in group
+        ):
+            raise ValueError("hyperparameters differ")
+        optimizer.load_state_dict(saved)
+    except (TypeError, KeyError, ValueError, IndexError, RuntimeError, AttributeError):
+        raise _damaged(path, "its optimizer state is not that of this run's optimizer") from None
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            for name, value in optimizer.state.get(parameter, {}).items():
+                if not isinstance(value, torch.Tensor) or (value.dim() and value.shape != parameter.shape):
+                    raise _damaged(path, f"its optimizer's {name} does not fit the weights")
+                if value.is_floating_point() and not torch.isfinite(value).all():
+                    raise _damaged(path, f"its optimizer's {name} holds NaN or infinite numbers")

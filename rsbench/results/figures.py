@@ -103,13 +103,19 @@ def save(fig, paths: list[Path]) -> list[Path]:
     try:
         with plt.rc_context(STYLE):
             for path in paths:
-                fmt = path.suffix[1:]
-                atomic_write(path, functools.partial(fig.savefig, format=fmt, dpi=150, bbox_inches="tight"))
+                draw = functools.partial(fig.savefig, format=path.suffix[1:], dpi=150, bbox_inches="tight")
+                atomic_write(path, draw, make_folder=True)
     finally:
         plt.close(fig)
     return paths
 
 
+def plot_paths(path: Path) -> list[Path]:
+    """The PNG and PDF files :func:`plot` writes for ``path`` (``''``: none, an error when written)."""
+    path = Path(path)
+    return [path.with_suffix(suffix) for suffix in (".png", ".pdf")] if path.name not in ("", "..") else [path]
+
+
 def plot(store: Store, board: Board, path: Path) -> list[Path]:
     """The board's figure written as PNG and PDF next to each other (TrueType fonts in the PDF)."""
-    return save(figure(store, board), [Path(path).with_suffix(".png"), Path(path).with_suffix(".pdf")])
+    return save(figure(store, board), plot_paths(path))

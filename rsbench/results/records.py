@@ -22,12 +22,11 @@ protocol fields is refused, never merged.
 from __future__ import annotations
 
 import datetime
-import gzip
 import os
 from pathlib import Path
 from typing import Any
 
-from rsbench.atomic import atomic_write, json_text, strict_json
+from rsbench.atomic import strict_json, write_json_strict
 from rsbench.errors import RsbenchError
 from rsbench.protocol import DESCRIPTION_FIELDS, PROTOCOL_FIELDS, RunDescription
 from rsbench.results.record_schema import FORMAT, RecordReader
@@ -93,8 +92,7 @@ def record_of(store: Store, run_id: int, overrides: dict[str, Any] | None = None
 
 def write_record(document: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``document`` atomically (gzip-compressed when ``path`` ends in ``.gz``)."""
-    data = json_text(document).encode()
-    return atomic_write(path, gzip.compress(data, mtime=0) if str(path).endswith(".gz") else data)
+    return write_json_strict(path, document)
 
 
 def is_record_path(path: str | os.PathLike) -> bool:

@@ -30,7 +30,7 @@ def parse_store_url(url: str) -> URL:
     """The parsed URL; ``postgresql://`` means the psycopg (3) driver that ``rsbench[postgres]`` installs."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number (an unencoded ':' or '@')
         raise RsbenchError(f"{redact(url)!r} is not a database URL", "e.g. sqlite:///rsbench.db") from None
     driver = DEFAULT_DRIVERS.get(parsed.drivername)
     return parsed.set(drivername=f"{parsed.drivername}+{driver}") if driver else parsed
