@@ -10,7 +10,8 @@
 # store.db (every training and certification), logs/STEP.log, steps.tsv (one line per step attempt:
 # step, start, end, wall s, user+sys CPU s, exit code, loadavg at start, loadavg at end; an attempt cut off
 # with its chain is written when the chain next starts, rc `killed`, ending at that chain's last load sample,
-# CPU unknown), load.log (/proc/loadavg every 60 s while the chain runs).
+# CPU unknown), load.log (/proc/loadavg every 60 s while the chain runs), records/*.json.gz (every complete
+# paper-subset certification, exported as a run record after each certification step).
 set -u
 # The whole chain is one function, parsed before it runs: editing this file never changes a running chain.
 main() {
@@ -39,7 +40,7 @@ main() {
     rm -f "$left"
   done
 
-  ( while true; do echo "$(date -u +%FT%TZ) $(cat /proc/loadavg)" >> "$ROOT/load.log"; sleep 60; done ) &
+  ( while true; do echo "$(date -u +%FT%TZ) $(cat /proc/loadavg)" >> "$ROOT/load.log"; sleep 60; done ) 9>&- &
   SAMPLER=$!
   trap 'kill $SAMPLER 2>/dev/null' EXIT
 
@@ -80,10 +81,32 @@ main() {
       --radii 0:2.5:0.25 --skip 20 --budget paper-subset --db "$DB" --no-progress
   }
 
+  # export_records: every complete paper-subset run of the store as a run record in records/ (overwritten;
+  # copy them to leaderboards/records/mnist-paper/ and run leaderboards/paper_protocol.py --chain ROOT).
+  export_records() {
+    mkdir -p "$ROOT/records"
+    "$PY" - "$DB" "$ROOT/records" >> "$ROOT/logs/export.log" 2>&1 <<'PY'
+import subprocess
+import sys
+
+from rsbench.store import open_store
+
+db, folder = sys.argv[1:]
+runs = open_store(db).runs(dataset="mnist", complete_only=True)
+for run in runs[runs.budget == "paper-subset"].itertuples():
+    name = f"{run.method}-sigma{run.sigma:.2f}-seed{int(run.seed)}-{run.certifier}-paper-subset.json.gz"
+    command = ["-m", "rsbench", "export", str(run.id), "--format", "json", "-o", f"{folder}/{name}", "--db", db]
+    subprocess.run([sys.executable, *command], check=True)
+    print(f"run {run.id}: {folder}/{name}")
+PY
+  }
+
   row() {  # row EXPERIMENT PRESET METHOD SIGMA NAME
     step "train-$2" train "$2" "$5"
     step "cohen-$2" cohen "$1" "$3" "$4"
+    export_records
     step "adaptive-$2" adaptive "$5"
+    export_records
   }
 
   row table2-slice mnist-gaussian-0.50 gaussian 0.5 gaussian-sigma0.5-seed0

@@ -84,6 +84,8 @@ def test_official_runs_are_summarised_on_the_images_rsbench_certified(comparison
     # run B: 0.5, 0.25, 1.5
     assert b.acr == pytest.approx(0.75)
     assert b.accuracy == pytest.approx({0.0: 1.0, 0.25: 1.0, 0.5: 2 / 3, 1.0: 1 / 3})
+    # the same runs on all six images they certified, for context
+    assert [s.acr for s in c.official_all] == pytest.approx([3.9 / 6, 2.35 / 6])
     acr, accuracy = pp.official_mean(c, RADII)
     assert acr == pytest.approx((1.6 / 3 + 0.75) / 2)
     assert accuracy[0.0] == pytest.approx(5 / 6)
