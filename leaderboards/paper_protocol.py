@@ -475,7 +475,9 @@ epochs, all 60,000 training images) and certified with Cohen's CERTIFY at N0 = 1
 test indices 0, 20, …, 9980 (budget `{budget}`), beside the consistency paper's official runs restricted to
 the same images (mean ± sample std over its training runs) and the paper's reported numbers on all 10,000
 test images. Cells: certified accuracy (%) at each ℓ2 radius ([0,1] pixel units); ACR = mean of radius ·
-correct. Rows rsbench has not run yet say so, with the command that runs them.
+correct. The official runs on all the images they certified are shown too: a subset of 500 images has a
+difficulty of its own, which is why rsbench's rows are compared with the official runs on the same images,
+never with the full-test-set numbers. Rows rsbench has not run yet say so, with the command that runs them.
 
 Regenerate: `python leaderboards/paper_protocol.py` (reads `leaderboards/records/mnist-paper/`,
 `leaderboards/records/mnist/` and `rsbench/data/paper_reported.json`).
