@@ -2,7 +2,8 @@
 # Issue 22: the paper's own protocol on MNIST (90-epoch training; Cohen's CERTIFY at N0=100, N=100,000,
 # alpha=0.001 on test indices 0, 20, ..., 9980; then the adaptive certifier, N <= 100,000, radii 0:2.5:0.25).
 #
-# Resumable: rerun this script (nohup nice -n 19 bash /work/long/issue22/run.sh &). A finished step leaves
+# Resumable: rerun this script (nohup nice -n 19 bash /work/long/issue22/run.sh >> /work/long/issue22/chain.log
+# 2>&1 &; RSBENCH_PY=PYTHON when /work/wt22 is gone: any tree whose reproduce has paper-subset). A finished step leaves
 # done/STEP and is skipped; training continues from its in-epoch checkpoint (train --resume); a certification
 # resumes by itself (its protocol names the run in the store).
 #
@@ -19,6 +20,9 @@ main() {
   PY=${RSBENCH_PY:-/work/wt22/.venv/bin/python}   # a tree whose reproduce knows the paper-subset budget
   export RSBENCH_DATA=${RSBENCH_DATA:-/work/shared/data}
   export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
+  if ! "$PY" -c "from rsbench.reproduce import BUDGETS; assert 'paper-subset' in BUDGETS" 2>/dev/null; then
+    echo "$PY cannot run rsbench with the paper-subset budget: set RSBENCH_PY to such a tree's python"; exit 2
+  fi
   DB=$ROOT/store.db
   RUNS=$ROOT/runs
   mkdir -p "$ROOT/logs" "$ROOT/done" "$ROOT/leaderboards"
