@@ -766,7 +766,13 @@ def leaderboard(
 @handle_errors
 def reproduce(
     experiment: Annotated[str | None, typer.Argument(help="Experiment name (see --list).")] = None,
-    budget: Annotated[str, typer.Option(help="full (paper settings), quick (CPU minutes) or smoke.")] = "full",
+    budget: Annotated[
+        str,
+        typer.Option(
+            help="full (paper settings), paper-subset (paper settings on every 20th test image), quick (CPU "
+            "minutes) or smoke."
+        ),
+    ] = "full",
     list_: Annotated[bool, typer.Option("--list", help="List the experiments.")] = False,
     data_dir: DataDirOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
@@ -795,7 +801,7 @@ def reproduce(
     from rsbench.store import open_store
 
     if list_ or experiment is None:
-        table = Table(title="experiments (rsbench reproduce NAME --budget full|quick|smoke)")
+        table = Table(title="experiments (rsbench reproduce NAME --budget full|paper-subset|quick|smoke)")
         table.add_column("name")
         table.add_column("description")
         for name, description in rp.list_experiments().items():
