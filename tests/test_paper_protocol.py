@@ -146,7 +146,7 @@ def test_step_cost_adds_attempts_and_averages_the_load_sampled_during_them(tmp_p
 def test_a_snapshot_of_the_chain_includes_the_step_running_now(tmp_path):
     chain = tmp_path / "chain"
     (chain / "running").mkdir(parents=True)
-    started = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    started = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     (chain / "running" / "train-x").write_text(
         f"train-x 2026-01-01T00:00:00Z {started.timestamp():.0f} 1.00,2.00,3.00\n"
     )
