@@ -64,8 +64,8 @@ def test_a_budget_that_trains_as_another_certifies_its_models_under_its_own_labe
     second, _ = rp.reproduce("table2-slice", "tiny-subset", store, **common)
     assert sorted(p.name for p in (runs / "mnist").iterdir()) == ["tiny"]
     assert log.read_text() == trained  # not trained again
-    assert [(r["budget"], r["num_examples"]) for r in first["rows"]] == [("tiny", 4)]
-    assert [(r["budget"], r["num_examples"]) for r in second["rows"]] == [("tiny-subset", 10)]  # 0, 20, ..., 180
+    assert [(r.budget, r.num_examples) for r in first.rows] == [("tiny", 4)]
+    assert [(r.budget, r.num_examples) for r in second.rows] == [("tiny-subset", 10)]  # 0, 20, ..., 180
 
 
 def test_reproduce_list():
