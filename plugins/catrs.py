@@ -86,7 +86,8 @@ def reference_soft_labels(
         labels = torch.load(path, weights_only=True)
         if isinstance(labels, torch.Tensor) and labels.dim() == 2 and len(labels) == len(train_set):
             return labels, sha256, path
-    classifier, meta = classifier_from_checkpoint(load_checkpoint(checkpoint), dataset)
+    with torch.random.fork_rng(devices=[]):  # building the reference must not move the training's random stream
+        classifier, meta = classifier_from_checkpoint(load_checkpoint(checkpoint), dataset)
     if meta.get("dataset", dataset) != dataset:
         raise RsbenchError(f"reference {checkpoint} was trained on {meta['dataset']}, not {dataset}")
     classifier = classifier.to(device).eval()
