@@ -106,9 +106,12 @@ class Rsbench:
         return self.method.loss(model, x, y)
 
 
-def compare(kind, p, epoch, size=8, seed=7):
+def compare(kind, p, epoch, size=8, seed=7, predicted_labels=False):
     model = step_net(kind)
     x, y = batch(size)
+    if predicted_labels:  # labels the model gets right on clean inputs: DDN must search for adversarial points
+        with torch.no_grad():
+            y = twin(model).eval()(x).argmax(1)
     reference_model, rsbench_model = twin(model), twin(model)
     expected = run(reference_model, x, y, p, epoch, seed, Official(p, epoch))
     actual = run(rsbench_model, x, y, p, epoch, seed, Rsbench(p, epoch))
@@ -139,8 +142,10 @@ def test_smoothadv_consistency_step_matches_train_consistency(kind):
 
 @pytest.mark.parametrize("epoch", [0, 1, 3, 4])
 def test_ddn_step_starts_from_the_warmed_up_eps(epoch):
-    """Catches: DDN started from norm 1 (or from the full ε) instead of the warmed-up ε: ε = 0.8·(epoch+1)/4."""
-    compare("plain", SmoothAdvParams(attack="ddn", eps=0.8, steps=4, m=2, warmup=4), epoch=epoch)
+    """Catches: DDN started from norm 1 (or from the full ε) instead of the warmed-up ε: ε = 0.8·(epoch+1)/4,
+    on labels the model first gets right (else DDN stops at δ = 0 whatever its start)."""
+    p = SmoothAdvParams(attack="ddn", eps=0.8, steps=4, m=2, warmup=4)
+    compare("plain", p, epoch=epoch, predicted_labels=True)
 
 
 @pytest.mark.parametrize("epoch", [0, 9])
