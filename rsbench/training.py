@@ -162,6 +162,8 @@ def open_session(config: TrainConfig, resume: bool) -> Session:
         Path(config.out) / CHECKPOINT_NAME, resume, identity, model, optimizer, world
     )
     method_inputs = _prepare_method(method, dataset, root, config.train_limit, device, world)
+    if resume and method_inputs and world.main:
+        _check_same_inputs(Path(config.out) / CHECKPOINT_NAME, method_inputs["method_inputs"])
     normalization = dataset.normalization
     meta = {
         **identity,
@@ -208,6 +210,17 @@ def _prepare_method(
     if not world.main:
         method.prepare(dataset.name, plain_train_set, device)
     return {"method_inputs": recorded} if recorded else {}
+
+
+def _check_same_inputs(path: Path, current: dict[str, Any]) -> None:
+    """A resumed run must see the inputs it started with (the same reference checkpoint, by sha256)."""
+    recorded = (load_checkpoint(path).get("rsbench") or {}).get("provenance", {}).get("method_inputs") or {}
+    for key, value in recorded.items():
+        if key.endswith("sha256") and current.get(key) != value:
+            raise RsbenchError(
+                f"{path} was trained with other inputs ({key} {value[:12]}…, now {str(current.get(key))[:12]}…)",
+                "resume with the file it started with, or choose another --out",
+            )
 
 
 def train_epoch(session: Session, epoch: int, progress: Any, task: Any) -> tuple[float, int]:

@@ -60,6 +60,22 @@ def test_trains_and_certifies_from_the_cli(method, toy_mnist_root, toy_checkpoin
     assert certified.returncode == 0, certified.stderr
 
 
+def test_catrs_resume_refuses_a_changed_reference(toy_mnist_root, toy_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("RSBENCH_CACHE", str(tmp_path / "cache"))
+    reference = tmp_path / "reference.pth.tar"
+    reference.write_bytes(toy_checkpoint.read_bytes())
+    args = ["train", "--dataset", "mnist", "--sigma", "0.5", "--train-limit", "32", "--test-limit", "20"]
+    args += ["--epochs", "1"]
+    args += [*method_flags("catrs", reference), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert rsbench(*args, data=toy_mnist_root, db=tmp_path / "s.db").returncode == 0
+    changed = torch.load(reference, weights_only=True)
+    changed["epoch"] += 1  # same path, other file
+    torch.save(changed, reference)
+    resumed = rsbench(*args, "--resume", data=toy_mnist_root, db=tmp_path / "s.db")
+    assert resumed.returncode == 2 and "other inputs (catrs_reference_sha256" in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+
+
 def test_catrs_without_reference_is_a_one_line_cli_error(toy_mnist_root, tmp_path):
     done = rsbench(
         "train", "--dataset", "mnist", "--sigma", "0.5", "--method", "catrs", "--train-limit", "64", "--epochs", "1",
