@@ -165,7 +165,9 @@ def _presets():
             Preset(
                 f"mnist-catrs-{s:.2f}",
                 f"CAT-RS (m=4, ε=256/256, T=4, λ=1.0), MNIST σ={s}: {source}; reference: Gaussian σ=0.25 LeNet "
-                "(EXPERIMENTS.MD 'MNIST preprocessing', smooth_prediction.py --N=10000); pass --param reference=CK",
+                "(EXPERIMENTS.MD 'MNIST preprocessing', smooth_prediction.py --N=10000); pass --param reference=CK. "
+                "The official σ=0.5 log (data/mnist/noise_0.5/log.txt) ran 150 epochs, lr 0.01, drops after 50 and "
+                "100, as that reference's command: add --epochs 150 --milestones 51,101 for it",
                 "mnist",
                 s,
                 {"m": 4, "eps": 1.0, "steps": 4, "lam": 1.0},
