@@ -27,6 +27,8 @@ METHODS = {
     "smoothadv+consistency": {"attack": "pgd", "eps": 1.0, "steps": 10, "m": 4, "warmup": 0, "lam": 1},
     "macer": {"m": 16},
     "stability": {"lam": 2},
+    "smoothmix": {"m": 4, "steps": 4, "alpha": 1.0, "eta": 1.0},  # MNIST σ=0.5 preset
+    "catrs": {"m": 4, "eps": 1.0, "steps": 4, "lam": 1.0},  # MNIST preset; soft labels below stand in for a reference
 }
 
 
@@ -51,9 +53,13 @@ def training(device: torch.device, seconds: float) -> None:
         method.start_epoch(0, mnist.schedule)
         model = build_classifier("lenet", mnist).to(device).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        targets = y
+        if method.needs_example_index:  # per-example data (CAT-RS's soft labels): one row per batch position
+            method.soft_labels = torch.softmax(torch.randn(256, 10, device=device), dim=1)  # type: ignore[attr-defined]
+            targets = torch.stack([y, torch.arange(256, device=device)], dim=1)
 
-        def step(method=method, model=model, optimizer=optimizer):
-            for cx, cy in method.split_batch(x, y):
+        def step(method=method, model=model, optimizer=optimizer, targets=targets):
+            for cx, cy in method.split_batch(x, targets):
                 loss = method.loss(model, cx, cy)
                 optimizer.zero_grad()
                 loss.backward()

@@ -22,12 +22,10 @@ chunks of ⌊B/m⌋ examples (remainder dropped), each one SGD step on m noisy c
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from rsbench import hookimpl
 from rsbench.errors import RsbenchError
@@ -37,7 +35,7 @@ from rsbench.losses import (
     cross_entropy_of_copies,
     disagreement_penalty,
 )
-from rsbench.methods import Preset, TrainingMethod, equal_chunks, repeat_copies
+from rsbench.methods import Preset, TrainingMethod, attacking, equal_chunks, repeat_copies
 from rsbench.params import hyperparameter
 
 
@@ -146,23 +144,6 @@ def warmed_up_eps(eps: float, warmup: int, epoch: int) -> float:
     return eps if warmup == 0 else min(eps, (epoch + 1) * eps / warmup)
 
 
-@contextmanager
-def _attacking(model):
-    """Eval mode and frozen parameters during an attack, restored afterwards (as the official code). Yields
-    the model to attack: a DistributedDataParallel wrapper's own module (no gradient to synchronize)."""
-    was_training = model.training
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    model.eval()
-    for parameter in frozen:
-        parameter.requires_grad_(False)
-    try:
-        yield model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    finally:
-        for parameter in frozen:
-            parameter.requires_grad_(True)
-        model.train(was_training)
-
-
 @dataclass(frozen=True)
 class SmoothAdvParams:
     attack: str = hyperparameter(
@@ -264,7 +245,7 @@ class SmoothAdv(TrainingMethod):
         m = self.params.m
         noise = self.sigma * torch.randn((m * len(x), *x.shape[1:]), device=x.device, dtype=x.dtype)
         if self.eps > 0:
-            with _attacking(model) as attacked:
+            with attacking(model) as attacked:
                 x = self.attack(attacked, x, y, noise)
         logits = _copy_logits(model, x, noise)
         loss = cross_entropy_of_copies(logits, y)

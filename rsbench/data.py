@@ -77,8 +77,10 @@ def iterate_batches(
     workers: int = 0,
     shard: tuple[int, int] = (0, 1),
     resume_at: tuple[int, torch.Tensor] | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches ``(x, y)``; shuffling and augmentation draw from ``generator`` (resumable runs).
+    with_indices: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Batches ``(x, y)``, or ``(x, y, indices in the dataset)`` with ``with_indices``; shuffling and
+    augmentation draw from ``generator`` (resumable runs).
 
     With ``shard = (rank, world_size)`` every rank draws the same order and takes its contiguous part of
     each batch of ``batch_size`` (the global batch), so the ranks together see exactly the batches one
@@ -98,10 +100,15 @@ def iterate_batches(
         generator.set_state(resume_at[1])
     if isinstance(dataset, InMemoryDataset):
         for start in range(first, len(order), batch_size):
-            yield dataset.batch(order[start : start + batch_size], generator)
+            indices = order[start : start + batch_size]
+            x, y = dataset.batch(indices, generator)
+            yield (x, y, indices) if with_indices else (x, y)
         return
     sampler = order[first:].tolist()
-    yield from DataLoader(cast(TorchDataset, dataset), batch_size=batch_size, sampler=sampler, num_workers=workers)
+    loader = DataLoader(cast(TorchDataset, dataset), batch_size=batch_size, sampler=sampler, num_workers=workers)
+    for number, (x, y) in enumerate(loader):
+        start = first + number * batch_size
+        yield (x, y, order[start : start + batch_size]) if with_indices else (x, y)
 
 
 def random_crop_flip(padding: int) -> BatchAugment:

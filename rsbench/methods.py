@@ -9,7 +9,8 @@ else: data, optimizer, schedule, checkpoints, resume, logging and progress.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -56,14 +57,38 @@ def equal_chunks(x: torch.Tensor, y: torch.Tensor, chunks: int) -> Iterator[tupl
         yield x[i * size : (i + 1) * size], y[i * size : (i + 1) * size]
 
 
+@contextmanager
+def attacking(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and frozen parameters during an attack, restored afterwards (as the official codes of
+    SmoothAdv, SmoothMix and CAT-RS: ``requires_grad_(model, False); model.eval()``). Yields the model to
+    attack: a DistributedDataParallel wrapper's own module (no gradient to synchronize)."""
+    was_training = model.training
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        yield model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+        model.train(was_training)
+
+
 class TrainingMethod:
     """Subclass, set ``name``, ``description``, ``Params`` (a dataclass of hyperparameters) and
-    ``presets``, and implement :meth:`loss`."""
+    ``presets``, and implement :meth:`loss`.
+
+    A method that keeps per-example data (CAT-RS's reference soft labels) sets ``needs_example_index``: its
+    :meth:`split_batch` and :meth:`loss` then receive ``y`` as a [B, 2] int64 tensor of (label, index in the
+    training set), and :meth:`prepare` builds that data once before training.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
     Params: ClassVar[type] = NoParams
     presets: ClassVar[tuple[Preset, ...]] = ()
+    needs_example_index: ClassVar[bool] = False
 
     def __init__(self, params: Any, sigma: float):
         self.params = params
@@ -73,6 +98,12 @@ class TrainingMethod:
     def noisy_passes_per_example(self) -> int:
         """Forward passes of noisy inputs per training example (for throughput figures)."""
         return 1
+
+    def prepare(self, dataset: str, plain_train_set: Callable[[], Any], device: torch.device) -> dict[str, Any]:
+        """Called once before training (on rank 0 first, then on the others) with the dataset's name and a
+        loader of the training set without augmentation (the run's ``--train-limit`` applied); returns what
+        the run's provenance should record of the method's inputs (e.g. a reference checkpoint's sha256)."""
+        return {}
 
     def start_epoch(self, epoch: int, schedule: Schedule) -> None:
         """Called before each epoch (0-based) with the run's schedule."""

@@ -162,6 +162,9 @@ def open_session(config: TrainConfig, resume: bool) -> Session:
     start_epoch, test_accuracy, partial = _start_state(
         Path(config.out) / CHECKPOINT_NAME, resume, identity, model, optimizer, world, steps
     )
+    method_inputs = _prepare_method(method, dataset, root, config.train_limit, device, world)
+    if resume and method_inputs and world.main:
+        _check_same_inputs(Path(config.out) / CHECKPOINT_NAME, method_inputs["method_inputs"])
     normalization = dataset.normalization
     meta = {
         **identity,
@@ -173,6 +176,7 @@ def open_session(config: TrainConfig, resume: bool) -> Session:
             **provenance(device),
             "world_size": world.size,
             "plugins": plugin_sources(method=config.method, architecture=config.arch, dataset=config.dataset),
+            **method_inputs,
         },
     }
     step_model: nn.Module = model
@@ -198,6 +202,33 @@ def open_session(config: TrainConfig, resume: bool) -> Session:
     )
 
 
+def _prepare_method(
+    method: TrainingMethod, dataset: Any, root: Path, train_limit: int | None, device: torch.device, world: World
+) -> dict[str, Any]:
+    """The method's one-off preparation (:meth:`TrainingMethod.prepare`): rank 0 first (it may compute and
+    cache), the other ranks after it; returns what the provenance records (``method_inputs``), if anything."""
+
+    def plain_train_set():
+        return head(dataset.load(root, "train", False), train_limit)
+
+    recorded = method.prepare(dataset.name, plain_train_set, device) if world.main else {}
+    recorded = world.broadcast(recorded)
+    if not world.main:
+        method.prepare(dataset.name, plain_train_set, device)
+    return {"method_inputs": recorded} if recorded else {}
+
+
+def _check_same_inputs(path: Path, current: dict[str, Any]) -> None:
+    """A resumed run must see the inputs it started with (the same reference checkpoint, by sha256)."""
+    recorded = (load_checkpoint(path).get("rsbench") or {}).get("provenance", {}).get("method_inputs") or {}
+    for key, value in recorded.items():
+        if key.endswith("sha256") and current.get(key) != value:
+            raise RsbenchError(
+                f"{path} was trained with other inputs ({key} {value[:12]}…, now {str(current.get(key))[:12]}…)",
+                "resume with the file it started with, or choose another --out",
+            )
+
+
 def train_epoch(session: Session, epoch: int, progress: Any, task: Any) -> tuple[float, int]:
     """One epoch of the method's steps at the schedule's learning rate (continuing a partial epoch saved by
     :func:`save_partial`); returns (mean loss, examples)."""
@@ -221,10 +252,13 @@ def train_epoch(session: Session, epoch: int, progress: Any, task: Any) -> tuple
         session.config.workers,
         shard=(world.rank, world.size),
         resume_at=(first, partial["generator_state"]) if partial is not None else None,
+        with_indices=session.method.needs_example_index,
     )
     session.partial = None
-    for step, (x, y) in enumerate(batches, start=first):
-        x, y = x.to(session.device, non_blocking=True), y.to(session.device, non_blocking=True)
+    for step, batch in enumerate(batches, start=first):
+        x, y = batch[0].to(session.device, non_blocking=True), batch[1].to(session.device, non_blocking=True)
+        if session.method.needs_example_index:  # (label, index in the training set) per example
+            y = torch.stack([y, batch[2].to(session.device)], dim=1)
         for chunk_x, chunk_y in session.method.split_batch(x, y):
             loss = session.method.loss(session.step_model, chunk_x, chunk_y)
             session.optimizer.zero_grad(set_to_none=True)

@@ -115,3 +115,33 @@ def test_download_failure_offline_is_one_line(tmp_path, monkeypatch):
     assert "MNIST/raw" in result.stderr
     result = CliRunner().invoke(app, ["download", "imagenet", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "cannot be downloaded" in result.stderr
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_batches_with_indices_name_the_examples_they_hold(in_memory):
+    """The indices CAT-RS looks its soft labels up by: each batch's own examples, also in a resumed pass and in
+    a rank's shard (a map-style dataset goes through a DataLoader)."""
+    from torch.utils.data import TensorDataset
+
+    from rsbench.data import InMemoryDataset
+
+    images = torch.arange(37, dtype=torch.uint8).view(37, 1, 1, 1).expand(37, 1, 2, 2).contiguous()
+    labels = torch.arange(37) % 10
+    dataset = InMemoryDataset(images, labels) if in_memory else TensorDataset(images.float() / 255, labels)
+
+    def check(batches):
+        seen = []
+        for x, y, index in batches:
+            assert torch.equal((x[:, 0, 0, 0] * 255).round().long(), index) and torch.equal(y, labels[index])
+            seen += index.tolist()
+        return seen
+
+    generator = torch.Generator().manual_seed(4)
+    order = check(iterate_batches(dataset, 8, True, generator, with_indices=True))
+    assert sorted(order) == list(range(37))
+    generator = torch.Generator().manual_seed(4)
+    state = generator.get_state()
+    resumed = check(iterate_batches(dataset, 8, True, generator, resume_at=(2, state), with_indices=True))
+    assert resumed == order[16:]
+    shard = check(iterate_batches(dataset, 8, True, torch.Generator().manual_seed(4), shard=(1, 2), with_indices=True))
+    assert set(shard) <= set(order) and len(shard) == 18
