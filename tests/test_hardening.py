@@ -289,8 +289,9 @@ def largest_radius(sigma: float, n: int, alpha: float) -> float:
             f"exceeds {largest_radius(0.5, 1000, 0.001):.4g}, the largest",
         ),
         ("0\t1\t1\t0.1\t1\t0.1\n", {"sigma": 0.5, "n": 5}, "exceeds"),  # N=5 can certify nothing at α=0.001
-        ("0\t1\t1\t0.5\t1\t-0.1\n", {"sigma": 0.5}, "time must be finite and >= 0"),
-        ("0\t1\t1\t0.5\t1\t-0:00:01\n", {"sigma": 0.5}, "time must be finite and >= 0"),
+        ("0\t1\t1\t0.5\t1\t-0.1\n", {"sigma": 0.5}, "time must be finite, >= 0"),
+        ("0\t1\t1\t0.5\t1\t-0:00:01\n", {"sigma": 0.5}, "time must be finite, >= 0"),
+        ("0\t1\t1\t0.5\t1\t1e20\n", {"sigma": 0.5}, "at most 1e+07 s"),  # imported, then export broke
         ("0\t10\t10\t0.5\t1\t0.1\n", {"sigma": 0.5}, "must be classes of the dataset (0 to 9)"),
         ("0\t1\t12\t0.5\t0\t0.1\n", {"sigma": 0.5}, "must be classes of the dataset"),
         ("0\t-2\t-1\t0.0\t0\t0.1\n", {"sigma": 0.5}, "label must be a class"),

@@ -20,6 +20,7 @@ from rsbench.params import params_to_dict, parse_params
 from rsbench.plugins import get_dataset, get_manager
 from rsbench.protocol import CertificationProtocol, RunDescription, Split
 from rsbench.provenance import file_sha256, provenance
+from rsbench.results.record_schema import MAX_SECONDS
 from rsbench.smoothing import max_certified_radius
 from rsbench.store import Store, frame_rows
 from rsbench.store.store import RunExists
@@ -66,7 +67,9 @@ def read_tsv(path: str | os.PathLike) -> pd.DataFrame:
         "label must be a class (>= 0)": (rows.label >= 0).all(),
         "predict must be a class or -1": (rows.predict >= -1).all(),
         "radius must be finite and >= 0": np.isfinite(rows.radius).all() and (rows.radius >= 0).all(),
-        "time must be finite and >= 0": np.isfinite(rows.seconds).all() and (rows.seconds >= 0).all(),
+        f"time must be finite, >= 0 and at most {MAX_SECONDS:g} s": np.isfinite(rows.seconds).all()
+        and (rows.seconds >= 0).all()
+        and (rows.seconds <= MAX_SECONDS).all(),
         "correct must be 0 or 1": rows.correct.isin([0, 1]).all(),
         "correct must equal (predict == label)": (rows.correct == (rows.predict == rows.label)).all(),
     }
