@@ -19,13 +19,13 @@ pixel units.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import json
 import math
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from rsbench import config
 from rsbench.errors import RsbenchError
@@ -191,36 +191,40 @@ def certifier_params_with_defaults(certifier: str, params: dict[str, Any] | None
         return dict(params or {})
 
 
-def _model(run: pd.Series) -> str:
+def _model(run: dict[str, Any]) -> str:
     """What tells a run's model apart: its checkpoint, else (imported logs) its training seed, else its log."""
-    if isinstance(run["checkpoint_sha256"], str):
+    if run["checkpoint_sha256"]:
         return f"checkpoint {run['checkpoint_sha256']}"
-    if not pd.isna(run["seed"]):
+    if run["seed"] is not None:
         return f"seed {int(run['seed'])}"
     return f"log {run['source_sha256'] or run['id']}"
 
 
-def _run_table(store: Store, dataset: str) -> pd.DataFrame:
-    """Complete certify runs of ``dataset`` with their metrics and grouping keys."""
-    runs = store.run_metrics(dataset)
-    if runs.empty:
-        return runs
-    runs["params_key"] = runs["params"].map(lambda p: json.dumps(p, sort_keys=True))
-    runs["certifier_params"] = [
-        certifier_params_with_defaults(c, p) for c, p in zip(runs["certifier"], runs["certifier_params"], strict=True)
-    ]
-    runs["certifier_params_key"] = runs["certifier_params"].map(lambda p: json.dumps(p, sort_keys=True))
-    runs["radii_key"] = runs["radii"].map(lambda r: json.dumps([float(x) for x in r or []]))
-    runs["train_sigma_key"] = runs["train_sigma"].astype(object).where(runs["train_sigma"].notna(), -1.0)
-    runs["acr_kind"] = runs["lower_bound"].map(lambda lower: "lower_bound" if lower else "exact")
-    runs["budget"] = runs["budget"].astype(object).where(runs["budget"].notna(), "full").replace("", "full")
-    runs["arch"] = runs["arch"].astype(object).where(runs["arch"].notna(), "")
-    runs["n0"] = runs["n0"].astype(object).where(runs["n0"].notna(), -1)
-    runs["model"] = runs.apply(_model, axis=1)
+@functools.cache
+def _certifier_params(certifier: str, params: str) -> str:
+    return json.dumps(certifier_params_with_defaults(certifier, json.loads(params)), sort_keys=True)
+
+
+def _run_table(store: Store, dataset: str) -> list[dict[str, Any]]:
+    """Complete certify runs of ``dataset`` with their metrics and grouping keys, as plain dicts."""
+    frame = store.run_metrics(dataset)
+    runs = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    for run in runs:
+        run["params_key"] = json.dumps(run["params"], sort_keys=True)
+        run["certifier_params_key"] = _certifier_params(
+            run["certifier"], json.dumps(run["certifier_params"] or {}, sort_keys=True)
+        )
+        run["radii_key"] = json.dumps([float(x) for x in run["radii"] or []])
+        run["train_sigma_key"] = -1.0 if run["train_sigma"] is None else float(run["train_sigma"])
+        run["acr_kind"] = "lower_bound" if run["lower_bound"] else "exact"
+        run["budget"] = run["budget"] or "full"
+        run["arch"] = run["arch"] or ""
+        run["n0"] = -1 if run["n0"] is None else int(run["n0"])
+        run["model"] = _model(run)
     return runs
 
 
-def _run_values(run: pd.Series, radii: tuple[float, ...]) -> dict[str, Any]:
+def _run_values(run: dict[str, Any], radii: tuple[float, ...]) -> dict[str, float]:
     """One run's ACR, certified accuracy at each radius, clean accuracy and abstention rate (fractions)."""
     total = run["num_examples"]
     return {
@@ -231,12 +235,17 @@ def _run_values(run: pd.Series, radii: tuple[float, ...]) -> dict[str, Any]:
     }
 
 
-def _group_row(group: pd.DataFrame, radii: tuple[float, ...]) -> Row:
-    first = group.iloc[0]
-    models = list(group.groupby("model", sort=False))
-    per_model = [pd.DataFrame([_run_values(run, radii) for _, run in runs.iterrows()]).mean() for _, runs in models]
-    seeds = {int(runs["seed"].iloc[0]) for _, runs in models if not pd.isna(runs["seed"].iloc[0])}
-    draws = int(group["draws_count"].sum())
+def _group_row(group: list[dict[str, Any]], radii: tuple[float, ...]) -> Row:
+    first = group[0]
+    models: dict[str, list[dict[str, Any]]] = {}
+    for run in group:
+        models.setdefault(run["model"], []).append(run)
+    per_model = []
+    for runs in models.values():  # a model's values: the mean over its certifications (noise reseeds)
+        values = [_run_values(run, radii) for run in runs]
+        per_model.append({key: float(np.mean([v[key] for v in values])) for key in values[0]})
+    seeds = {int(runs[0]["seed"]) for runs in models.values() if runs[0]["seed"] is not None}
+    draws = sum(int(run["draws_count"]) for run in group)
     train_sigma = float(first["train_sigma_key"])
     return Row(
         method=first["method"],
@@ -253,9 +262,9 @@ def _group_row(group: pd.DataFrame, radii: tuple[float, ...]) -> Row:
         split=first["split"],
         budget=first["budget"],
         certifier=first["certifier"],
-        certifier_params=first["certifier_params"],
+        certifier_params=json.loads(first["certifier_params_key"]),
         radii=json.loads(first["radii_key"]),
-        draws_per_image=float(group["draws_sum"].sum()) / draws if draws else None,
+        draws_per_image=sum(float(run["draws_sum"]) for run in group) / draws if draws else None,
         acr=Stat.of([m["acr"] for m in per_model]),
         acr_kind=first["acr_kind"],
         certified_accuracy={radius_key(r): Stat.of([m[radius_key(r)] for m in per_model]) for r in radii},
@@ -265,17 +274,17 @@ def _group_row(group: pd.DataFrame, radii: tuple[float, ...]) -> Row:
         source="reproduced",
         origin=first["origin"],
         reference=None,
-        runs=[int(i) for i in group["id"]],
-        model_runs=[[int(i) for i in runs["id"]] for _, runs in models],
+        runs=[int(run["id"]) for run in group],
+        model_runs=[[int(run["id"]) for run in runs] for runs in models.values()],
     )
 
 
 def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...]) -> list[Row]:
     """Rows of the complete certify runs of ``dataset`` in ``store``."""
-    runs = _run_table(store, dataset)
-    if runs.empty:
-        return []
-    return [_group_row(group, radii) for _, group in runs.groupby(GROUP_KEYS, dropna=False, sort=True)]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in _run_table(store, dataset):
+        groups.setdefault(tuple(run[key] for key in GROUP_KEYS), []).append(run)
+    return [_group_row(groups[key], radii) for key in sorted(groups, key=lambda k: json.dumps(k, default=str))]
 
 
 def reported_entries() -> list[dict[str, Any]]:

@@ -383,9 +383,9 @@ class Store:
         return pd.DataFrame([{c: getattr(run, c) for c in columns} for run in runs], columns=columns)
 
     def run_metrics(self, dataset: str | None = None, kind: str = "certify") -> pd.DataFrame:
-        """Complete runs with their metrics: every column of the runs table plus those of ``run_metrics``
-        (``run_id`` dropped). No per-example row is read."""
-        run_columns = list(CertificationRun.__table__.columns)
+        """Complete runs with their metrics: the columns of the runs table (but the bulky ``indices`` and
+        ``provenance``) and those of ``run_metrics`` (``run_id`` dropped). No per-example row is read."""
+        run_columns = [c for c in CertificationRun.__table__.columns if c.key not in ("indices", "provenance")]
         metric_columns = [c for c in RunMetrics.__table__.columns if c.key != "run_id"]
         query = (
             select(*run_columns, *metric_columns)
