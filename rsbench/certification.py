@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,6 +63,8 @@ def validate(config: CertifyConfig) -> None:
     check_seed(config.noise_seed, "the noise seed (--seed)")
     if config.limit is not None and config.limit < 1:
         raise RsbenchError(f"limit must be at least 1, not {config.limit}")
+    if config.budget is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]{1,32}", config.budget):
+        raise RsbenchError(f"budget {config.budget!r} is not a name", "letters, digits and _ - . + (e.g. quick)")
     if config.split not in ("train", "test"):
         raise RsbenchError(f"split must be train or test, not {config.split!r}")
     if config.indices is not None:

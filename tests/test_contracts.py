@@ -97,3 +97,9 @@ def test_predict_exports_cohens_predict_format(toy_checkpoint, toy_mnist_root, t
     assert header == "idx\tlabel\tpredict\tcorrect\ttime" and [line.split("\t")[0] for line in lines] == [
         "0", "20", "40"
     ]  # fmt: skip
+
+
+def test_a_budget_label_is_a_short_safe_name(tmp_path):
+    result = runner.invoke(app, ["certify", "missing.pth", "--budget", "quick; rm -rf", "--db", str(tmp_path / "s.db")])
+    assert result.exit_code == 2 and "budget 'quick; rm -rf' is not a name" in result.stderr
+    assert not (tmp_path / "s.db").exists()

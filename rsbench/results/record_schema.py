@@ -101,7 +101,7 @@ class Protocol(Strict):
     ]
     noise_seed: Seed | None
     normalization: Literal["mean_std", "mean", "none"] | None
-    budget: Name | None
+    budget: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]{1,32}$")] | None  # the store keeps 32
     checkpoint_sha256: Hash | None
     source_sha256: Hash | None
 
