@@ -42,7 +42,7 @@ from rsbench.protocol import CertificationProtocol, RunDescription, Split
 from rsbench.provenance import provenance
 from rsbench.results.cohen_tsv import check_protocol, check_rows, read_tsv, typed_params
 from rsbench.results.records import record_of, write_record
-from rsbench.store import Store, open_store
+from rsbench.store import Store, frame_rows, open_store
 from rsbench.store.models import CertificationRun
 
 N0, N, ALPHA = 100, 100_000, 0.001  # certify.py's defaults in every source
@@ -609,7 +609,7 @@ def import_log(store: Store, log: Log, git_dir: Path, also: list[str]) -> tuple[
     rows = rows.assign(n_a=None, p_a_lower=None, n=N, n0=N0, alpha=config.alpha, draws=N0 + N, radius_kind="exact")
     indices = sorted(int(i) for i in rows.idx)
     selection = {"selections": [index_selection(indices)], "planned": indices}
-    run_id = store.import_run(protocol, description, rows, selection, merge=False)[0]
+    run_id = store.import_run(protocol, description, [frame_rows(rows)], selection, merge=False)[0]
     return run_id, len(indices)
 
 
