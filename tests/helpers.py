@@ -68,3 +68,13 @@ def write_cifar_batches(root: Path, images: np.ndarray, labels: list[int]) -> No
             pickle.dump({"data": flat[part], "labels": [labels[j] for j in part]}, handle)
     with open(folder / "test_batch", "wb") as handle:
         pickle.dump({"data": flat, "labels": list(labels)}, handle)
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write into (root ignores permission bits; /sys is not writable)."""
+    if os.geteuid() == 0:
+        return Path("/sys/kernel")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder

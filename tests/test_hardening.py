@@ -16,6 +16,7 @@ import torch
 from scipy.stats import norm
 from typer.testing import CliRunner
 
+from helpers import read_only_folder
 from rsbench.checkpoint import atomic_save, classifier_from_checkpoint, load_checkpoint
 from rsbench.cli import app
 from rsbench.errors import RsbenchError
@@ -221,16 +222,6 @@ def test_checkpoint_of_wrong_structure(tmp_path, content):
 
 
 # -------------------------------------------------------------------------------------- output paths
-
-
-def read_only_folder(tmp_path: Path) -> Path:
-    """A folder this process cannot write into (root ignores permissions: /sys is mounted read-only)."""
-    if os.geteuid() == 0:
-        return Path("/sys/kernel")
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o500)
-    return folder
 
 
 def listing(folder: Path) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from helpers import read_only_folder
 from rsbench.cli import app
 from rsbench.errors import RsbenchError
 from rsbench.results.cohen_tsv import import_tsv
@@ -40,16 +41,6 @@ COMMANDS = {
     "leaderboard": lambda target: ["leaderboard", "--dataset", "mnist", "--format", "markdown", "-o", target],
     "plot": lambda target: ["leaderboard", "--dataset", "mnist", "--format", "csv", "--plot", target],
 }
-
-
-def read_only_folder(tmp_path: Path) -> Path:
-    """A folder this process cannot write into (root ignores permission bits; /sys is not writable)."""
-    if os.geteuid() == 0:
-        return Path("/sys/kernel")
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o500)
-    return folder
 
 
 def bad_targets(out: Path) -> dict[str, tuple[str, str]]:
