@@ -17,8 +17,9 @@ import typer.core
 from rich.table import Table
 
 from rsbench.atomic import atomic_write_text, check_output_path
-from rsbench.errors import RsbenchError, redact
+from rsbench.errors import RsbenchError
 from rsbench.progress import console
+from rsbench.store.redaction import redact
 
 if TYPE_CHECKING:
     from rsbench.config import CertifyConfig

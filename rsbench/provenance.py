@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rsbench.errors import redact_command
+from rsbench.store.redaction import redact_command
 
 
 def auto_device(requested: str | None = None) -> torch.device:

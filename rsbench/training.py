@@ -24,7 +24,7 @@ from rsbench.nets import build_classifier
 from rsbench.params import params_to_dict, parse_params
 from rsbench.plugins import get_dataset, get_method, plugin_sources
 from rsbench.progress import console, make_progress
-from rsbench.provenance import auto_device, provenance
+from rsbench.provenance import auto_device, file_sha256, provenance
 from rsbench.specs import Schedule
 
 LOG_NAME = "log.tsv"
@@ -33,6 +33,7 @@ LOG_NAME = "log.tsv"
 @dataclasses.dataclass
 class TrainResult:
     checkpoint: Path
+    checkpoint_sha256: str  # the final checkpoint's identity in the store
     epochs: int
     test_accuracy: float
     images_per_second: float | None  # None when nothing was left to train (a resumed, finished run)
@@ -366,7 +367,10 @@ def train(
                 progress.console.print(line)
     rate = examples / seconds if seconds else None
     passes = rate * session.method.noisy_passes_per_example if rate is not None else None
-    return TrainResult(session.checkpoint_path, schedule.epochs, session.test_accuracy, rate, passes, session.meta)
+    checkpoint = session.checkpoint_path
+    return TrainResult(
+        checkpoint, file_sha256(checkpoint), schedule.epochs, session.test_accuracy, rate, passes, session.meta
+    )
 
 
 def _start_state(

@@ -17,8 +17,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import URL, make_url
 
-from rsbench import errors
-from rsbench.errors import redact, redact_command
+from rsbench.store import redaction
+from rsbench.store.redaction import redact, redact_command
 
 pytest_plugins = ["postgres"]  # the postgres_server fixture: a real server (trust authentication)
 
@@ -70,8 +70,8 @@ def test_urls_and_command_lines_never_show_the_password(password):
         ]
         texts = []
         for function, argument in redactions:
-            errors._SEEN_PASSWORDS.clear()  # as in a fresh process: only what this text holds is known
-            errors._REMEMBERED.clear()
+            redaction._SEEN_PASSWORDS.clear()  # as in a fresh process: only what this text holds is known
+            redaction._REMEMBERED.clear()
             texts.append(function(argument))
         assert_hidden(password, *texts)
         assert all("***" in text for text in texts)

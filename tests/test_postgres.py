@@ -188,6 +188,7 @@ def test_largest_seeds_and_nan_measurements_are_stored(db_url):
     # a resumed run whose last epoch was already checkpointed: nothing timed, nothing tested
     result = SimpleNamespace(
         checkpoint=__file__,
+        checkpoint_sha256="0" * 64,
         epochs=3,
         test_accuracy=math.nan,
         images_per_second=math.nan,

@@ -10,7 +10,7 @@ from test_leaderboard import add_run, checkpoint_hash, make_rows, make_store
 from typer.testing import CliRunner
 
 from rsbench.cli import app
-from rsbench.errors import redact
+from rsbench.store.redaction import redact
 
 runner = CliRunner()
 

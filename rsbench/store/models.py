@@ -30,8 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from rsbench.errors import redact
 from rsbench.protocol import KINDS, ORIGINS, RADIUS_KINDS, SPLITS, STATUSES
+from rsbench.store.redaction import redact
 
 SCHEMA_VERSION = 4
 # 3: unique protocol_key, 64-bit seeds, nullable test accuracy, NaN/inf stored as NULL

@@ -27,9 +27,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rsbench.errors import RsbenchError, redact
+from rsbench.errors import RsbenchError
 from rsbench.protocol import CertificationProtocol, RunDescription
-from rsbench.provenance import file_sha256
 from rsbench.smoothing import max_certified_radius
 from rsbench.store.models import (
     RADIUS_STEP,
@@ -41,6 +40,7 @@ from rsbench.store.models import (
     RunMetrics,
     TrainingRun,
 )
+from rsbench.store.redaction import redact
 from rsbench.store.url import missing_driver, parse_store_url, store_url
 
 RESULT_COLUMNS = [
@@ -199,7 +199,7 @@ class Store:
         with self.session() as session:
             run = TrainingRun(
                 checkpoint_path=str(Path(result.checkpoint).resolve()),
-                checkpoint_sha256=file_sha256(result.checkpoint),
+                checkpoint_sha256=result.checkpoint_sha256,
                 dataset=config.dataset,
                 arch=config.arch,
                 method=config.method,

@@ -1,7 +1,8 @@
 """Store URLs: where a ``--db`` value points and which driver it needs.
 
 Every store URL that is shown (titles, errors) or stored (provenance, the command line) passes through
-:func:`rsbench.errors.redact` first, so a password given in ``--db`` or ``RSBENCH_DB`` never leaves the process.
+:func:`rsbench.store.redaction.redact` first, so a password given in ``--db`` or ``RSBENCH_DB`` never leaves
+the process.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from rsbench.errors import RsbenchError, redact
+from rsbench.errors import RsbenchError
+from rsbench.store.redaction import redact
 
 DEFAULT_DB = "rsbench.db"
 # drivers SQLAlchemy picks for a bare dialect name, and the pip requirement that brings the one rsbench uses
