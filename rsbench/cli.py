@@ -16,8 +16,8 @@ import typer
 import typer.core
 from rich.table import Table
 
-from rsbench.atomic import atomic_write_text, check_output_path
-from rsbench.errors import RsbenchError
+from rsbench.atomic import atomic_write_text, check_output_path, json_text
+from rsbench.errors import RsbenchError, check_sigma
 from rsbench.progress import console
 from rsbench.store.redaction import redact
 
@@ -703,16 +703,27 @@ def leaderboard(
     columns: Annotated[
         str | None, typer.Option(help="Columns of rich/markdown/latex tables, e.g. 'method,acr,0.50,1.00'.")
     ] = None,
-    wide: Annotated[bool, typer.Option("--wide", help="Terminal table: every column, with ± std.")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Terminal table: every column, with ± std and 95% intervals.")
+    ] = False,
+    intervals: Annotated[
+        bool, typer.Option("--intervals", help="Markdown/LaTeX: each cell with its 95% interval over examples.")
+    ] = False,
+    sigma: Annotated[float | None, typer.Option(help="Only rows certified at this σ.")] = None,
+    common_examples: Annotated[
+        bool,
+        typer.Option("--common-examples", help="Recompute every row on the test examples all shown rows evaluated."),
+    ] = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file instead of stdout.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also plot certified accuracy vs radius (PNG + PDF).")] = None,
     db: DbOption = None,
 ):
     """Rank methods within each σ and protocol by ACR (or certified accuracy at a radius): mean ± std over
-    distinct training seeds.
+    distinct training seeds, 95% intervals over test examples, and a best marked (bold) only where a paired
+    test on the examples it and the runner-up both evaluated tells them apart (else both show ≈).
 
-    Columns (`--columns`): sigma, method, params, arch, origin, seeds, acr, each radius (`0.50`), clean,
-    abstain, certifier, radii, draws, n, n0, alpha, examples, split, budget.
+    Columns (`--columns`): sigma, method, params, arch, origin, paper, seeds, acr, each radius (`0.50`),
+    clean, abstain, certifier, radii, draws, n, n0, alpha, examples, split, budget.
 
     Examples:
 
@@ -720,7 +731,9 @@ def leaderboard(
 
         rsbench leaderboard --dataset mnist --sort-by 1.00
 
-        rsbench leaderboard --dataset mnist --reported --format markdown -o leaderboards/mnist.md
+        rsbench leaderboard --dataset cifar10 --sigma 0.25 --common-examples
+
+        rsbench leaderboard --dataset mnist --reported --format markdown --intervals -o leaderboards/mnist.md
 
         rsbench leaderboard --dataset mnist --format latex --columns method,acr,0.50,1.00
 
@@ -743,7 +756,11 @@ def leaderboard(
         for path in figures.plot_paths(plot):
             check_output_path(path, make_folder=True)
     store = open_store(db)
-    board = boards.build(store, dataset, chosen_radii, include_reported=reported, sort_by=sort_by)
+    if sigma is not None:
+        check_sigma(sigma, "--sigma", "e.g. --sigma 0.5")
+    if common_examples and reported:
+        fail("--common-examples cannot include --reported rows", "a paper's table has no per-example results")
+    board = boards.build(store, dataset, chosen_radii, reported, sort_by, sigma=sigma, common_examples=common_examples)
     if not board.rows:
         console.print(f"no complete certification runs for {dataset} in {store.url}", markup=False)
     if plot:
@@ -752,12 +769,51 @@ def leaderboard(
     if fmt == "rich" and output is None:
         render.print_table(board, wide, wanted)
         return
-    text = render.render(board, "markdown" if fmt == "rich" else fmt, wanted)
+    text = render.render(board, "markdown" if fmt == "rich" else fmt, wanted, intervals)
     if output:
         atomic_write_text(output, text, make_folder=True)
         console.print(f"wrote {output}", markup=False)
     else:
         out(text.rstrip("\n"))
+
+
+@app.command()
+@handle_errors
+def compare(
+    first: Annotated[int, typer.Argument(help="A certification run's id (see `rsbench runs`).")],
+    second: Annotated[int, typer.Argument(help="The run to compare it with.")],
+    radius: Annotated[
+        list[float] | None, typer.Option(help="A radius to compare at (repeatable); default the 0:2.5:0.25 grid.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="rich or json.")] = "rich",
+    db: DbOption = None,
+):
+    """Compare two runs on the test examples both evaluated: certified accuracy at each radius with the
+    difference, its 95% interval (Bonett-Price) and McNemar's exact p-value, and the ACR difference with a
+    paired bootstrap interval. Differences are FIRST minus SECOND.
+
+    Examples:
+
+        rsbench compare 12 15
+
+        rsbench compare 12 15 --radius 0.5 --radius 1.0 --format json
+    """
+    from rsbench.results import board as boards
+    from rsbench.results.examples import compare_runs
+    from rsbench.results.tables import comparison_table
+    from rsbench.store import open_store
+
+    if fmt not in ("rich", "json"):
+        fail(f"unknown format {fmt!r}", "choose rich or json")
+    radii = tuple(radius) if radius else boards.DEFAULT_RADII
+    for value in radii:
+        if not 0 <= value <= 100 or not math.isfinite(value):
+            fail(f"--radius must be a radius from 0 to 100, not {value!r}", "e.g. --radius 0.5")
+    result = compare_runs(open_store(db), first, second, radii)
+    if fmt == "json":
+        out(json_text(result, indent=2))
+        return
+    console.print(comparison_table(result))
 
 
 # ------------------------------------------------------------------------------------------ reproduce

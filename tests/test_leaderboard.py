@@ -146,15 +146,34 @@ def test_markdown_caption_dashes_and_lower_bound(store):
     assert "**" not in text and "not ranked against each other" in caption
 
 
-def test_bold_marks_a_unique_best_only(tmp_path):
+def test_a_best_too_close_to_tell_apart_is_marked_tied_not_bold(tmp_path):
     store = open_store(str(tmp_path / "b.db"))
     add_run(store, make_rows([1, 2], [1, 2], [0.6, 0.2], [110] * 2), "gaussian", {}, 0)
     add_run(store, make_rows([1, 2], [1, 2], [0.6, 0.1], [110] * 2), "stability", {}, 0)
     text = render(build(store, "mnist", (0.0, 0.5)), "markdown", ["method", "acr", "0.00", "0.50"])
     lines = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
-    # ACR (0.6 + 0.2)/2 = 0.4 against (0.6 + 0.1)/2 = 0.35; 100.0 and 50.0 tie: not bold
-    assert lines["gaussian"] == "| gaussian | **0.4000** | 100.0 | 50.0 |"
-    assert lines["stability"] == "| stability | 0.3500 | 100.0 | 50.0 |"
+    # ACR (0.6 + 0.2)/2 = 0.4 against (0.6 + 0.1)/2 = 0.35 on two examples: no test tells them apart; at
+    # r = 0 and 0.5 the rows certify the same examples (McNemar: b = c = 0, p = 1)
+    assert lines["gaussian"] == "| gaussian | 0.4000 ≈ | 100.0 ≈ | 50.0 ≈ |"
+    assert lines["stability"] == "| stability | 0.3500 ≈ | 100.0 ≈ | 50.0 ≈ |"
+
+
+@pytest.mark.parametrize(("only_first", "bold"), [(5, False), (6, True)])
+def test_bold_needs_mcnemar_p_below_five_percent(tmp_path, only_first, bold):
+    """Exact McNemar with no example the other way: p = 2·(1/2)^b, 0.0625 for b = 5 and 0.03125 for b = 6."""
+    store = open_store(str(tmp_path / "m.db"))
+    count = 20
+    labels = [1] * count
+    both = [0.6] * (count - only_first)
+    add_run(store, make_rows(labels, labels, both + [0.6] * only_first, [110] * count), "gaussian", {}, 0)
+    add_run(store, make_rows(labels, labels, both + [0.3] * only_first, [110] * count), "stability", {}, 0)
+    board = build(store, "mnist", (0.5,))
+    best = next(row for row in board.rows if row.method == "gaussian")
+    assert best.comparisons["0.50"]["p_value"] == pytest.approx(2 * 0.5**only_first)
+    assert best.comparisons["0.50"]["test"] == "mcnemar_exact"
+    assert ("0.50" in best.best) is bold and ("0.50" in best.tied) is not bold
+    text = render(board, "markdown", ["method", "0.50"])
+    assert ("| **100.0** |" in text) is bold
 
 
 def test_csv_and_json_hold_numbers(store):
@@ -204,10 +223,11 @@ def test_terminal_table_fits_100_columns_and_wide_shows_everything(store):
     narrow.print(rich_table(board, width=80))
     text = narrow.export_text()  # room for 7 radius columns: every second radius of the 11
     assert "gaussian" in text and " 2.50" in text and " 2.25" not in text and " 0.25" not in text
-    wide = Console(width=250, record=True, file=io.StringIO())
+    wide = Console(width=400, record=True, file=io.StringIO())
     wide.print(rich_table(board, wide=True))
     text = wide.export_text()
-    assert "0.2250 ± 0.0707" in text and "draws/image" in text
+    # with its 95% interval after it (the interval itself: tests/test_uncertainty.py)
+    assert "0.2250 ± 0.0707 [" in text and "draws/image" in text
 
 
 def test_cli_columns_reported_and_errors(store, tmp_path):

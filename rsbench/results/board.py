@@ -31,6 +31,7 @@ from rsbench import config
 from rsbench.errors import RsbenchError
 from rsbench.params import params_to_dict, parse_params
 from rsbench.plugins import get_certifier
+from rsbench.results import examples, stats
 from rsbench.smoothing import max_certified_radius
 from rsbench.store import Store, certified_count
 
@@ -55,6 +56,7 @@ GROUP_KEYS = [
 ]
 REPORTED_RESOURCE = "paper_reported.json"
 SORT_CHOICES = "acr, or a radius such as 0.50"
+PAPER_KEYS = ("paper", "authors", "title", "venue", "year", "paper_url", "code_url")
 
 
 def parse_radii(text: str | None) -> tuple[float, ...]:
@@ -120,10 +122,16 @@ class Row:
     reference: str | None
     runs: list[int]
     model_runs: list[list[int]]
+    acr_interval: list[float] | None = None
+    certified_accuracy_interval: dict[str, list[float] | None] = dataclasses.field(default_factory=dict)
+    best: list[str] = dataclasses.field(default_factory=list)
+    tied: list[str] = dataclasses.field(default_factory=list)
+    comparisons: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    paper: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Row:
-        fields: dict[str, Any] = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
+        fields: dict[str, Any] = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
         fields["acr"] = Stat(**data["acr"])
         fields["certified_accuracy"] = {k: Stat(**v) if v else None for k, v in data["certified_accuracy"].items()}
         return cls(**fields)
@@ -164,20 +172,24 @@ class Board:
     radii: tuple[float, ...]
     rows: list[Row]
     sort_by: str = "acr"
+    common_examples: int | None = None  # rows restricted to the test examples all of them evaluated: how many
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object of DESIGN.md (``rsbench leaderboard --format json``)."""
+        """The JSON object of DESIGN.md (``rsbench leaderboard --format json``), with how its intervals and
+        best marks are computed (``uncertainty``)."""
         return {
             "dataset": self.dataset,
             "radii": list(self.radii),
             "sort_by": self.sort_by,
+            "common_examples": self.common_examples,
+            "uncertainty": stats.INTERVALS,
             "rows": [dataclasses.asdict(row) for row in self.rows],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Board:
         rows = [Row.from_dict(r) for r in data["rows"]]
-        return cls(data["dataset"], tuple(data["radii"]), rows, data.get("sort_by", "acr"))
+        return cls(data["dataset"], tuple(data["radii"]), rows, data.get("sort_by", "acr"), data.get("common_examples"))
 
 
 def certifier_params_with_defaults(certifier: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -225,10 +237,12 @@ def _run_table(store: Store, dataset: str) -> list[dict[str, Any]]:
 
 
 def _run_values(run: dict[str, Any], radii: tuple[float, ...]) -> dict[str, float]:
-    """One run's ACR, certified accuracy at each radius, clean accuracy and abstention rate (fractions)."""
+    """One run's ACR (and the variance of correct × radius over its examples), certified accuracy at each
+    radius, clean accuracy and abstention rate (fractions)."""
     total = run["num_examples"]
     return {
         "acr": run["acr"],
+        "acr_variance": max(run["acr_square"] - run["acr"] ** 2, 0.0),
         **{radius_key(r): certified_count(run["certified_counts"], r) / total for r in radii},
         "clean": run["num_correct"] / total,
         "abstain": run["num_abstain"] / total,
@@ -276,7 +290,23 @@ def _group_row(group: list[dict[str, Any]], radii: tuple[float, ...]) -> Row:
         reference=None,
         runs=[int(run["id"]) for run in group],
         model_runs=[[int(run["id"]) for run in runs] for runs in models.values()],
+        **_intervals(per_model, int(first["num_examples"]), radii),
     )
+
+
+def _intervals(per_model: list[dict[str, float]], count: int, radii: tuple[float, ...]) -> dict[str, Any]:
+    """95% intervals over ``count`` test examples (:mod:`rsbench.results.stats`): Clopper-Pearson at the mean
+    certified count over models; the ACR's normal interval with the models' mean variance."""
+    acr = float(np.mean([m["acr"] for m in per_model]))
+    variance = float(np.mean([m["acr_variance"] for m in per_model]))
+    accuracy = {}
+    for radius in radii:
+        key = radius_key(radius)
+        accuracy[key] = list(stats.binomial_interval(float(np.mean([m[key] for m in per_model])) * count, count))
+    return {
+        "acr_interval": list(stats.mean_interval(acr, acr * acr + variance, count)),
+        "certified_accuracy_interval": accuracy,
+    }
 
 
 def reproduced_rows(store: Store, dataset: str, radii: tuple[float, ...]) -> list[Row]:
@@ -303,6 +333,7 @@ def reported_rows(dataset: str, radii: tuple[float, ...]) -> list[Row]:
     for entry in (e for e in reported_entries() if e["dataset"] == dataset):
         reported = entry.get("certified_accuracy", {})
         n, alpha = entry.get("n", 100_000), entry.get("alpha", 0.001)
+        count = entry.get("num_examples")  # a reported share times its count: the count, up to rounding
         rows.append(
             Row(
                 method=entry["method"],
@@ -335,6 +366,12 @@ def reported_rows(dataset: str, radii: tuple[float, ...]) -> list[Row]:
                 reference=entry["reference"],
                 runs=[],
                 model_runs=[],
+                certified_accuracy_interval={
+                    radius_key(r): list(stats.binomial_interval(reported[radius_key(r)] * count, count))
+                    if count and radius_key(r) in reported
+                    else None
+                    for r in radii
+                },
             )
         )
     return rows
@@ -367,16 +404,139 @@ def ranked(rows: list[Row], sort_by: str) -> list[Row]:
     return sorted(rows, key=key)
 
 
+def column_value(row: Row, key: str) -> float | None:
+    """A row's mean in a ranked column (``acr`` or a radius key); None where missing or beyond what its
+    protocol can certify."""
+    if key == "acr":
+        return row.acr.mean
+    if float(key) > row.certifiable_radius + 1e-12:
+        return None
+    stat = row.certified_accuracy.get(key)
+    return None if stat is None else stat.mean
+
+
+class RowOutcomes:
+    """The per-example outcomes of rows, loaded from the store once each (restricted to ``only`` test
+    indices where given)."""
+
+    def __init__(self, store: Store, only: np.ndarray | None = None):
+        self.store, self.only = store, only
+        self.loaded: dict[str, examples.Outcomes] = {}
+
+    def restricted(self, only: np.ndarray) -> RowOutcomes:
+        """The same rows' outcomes on the ``only`` test indices (what is loaded stays loaded)."""
+        narrowed = RowOutcomes(self.store, only)
+        narrowed.loaded = {key: outcomes.on(only) for key, outcomes in self.loaded.items()}
+        return narrowed
+
+    def __call__(self, row: Row) -> examples.Outcomes:
+        key = json.dumps(row.model_runs)
+        if key not in self.loaded:
+            outcomes = examples.load_outcomes(self.store, row.model_runs)
+            self.loaded[key] = outcomes if self.only is None else outcomes.on(self.only)
+        return self.loaded[key]
+
+
+def mark_best(rows: list[Row], outcomes_of: RowOutcomes, keys: list[str]) -> None:
+    """Per σ and protocol and per column in ``keys``: the best row is marked ``best`` only where a paired test
+    on the examples it and the runner-up both evaluated tells them apart (:func:`examples.compare`), else both
+    are marked ``tied``; the test is kept in the best row's ``comparisons``. A paper's reported row has no
+    examples: where it is best or runner-up, nothing is marked."""
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.protocol(), []).append(row)
+
+    for members in (m for m in groups.values() if len(m) > 1):
+        for key in keys:
+            scored = sorted(
+                (r for r in members if column_value(r, key) is not None), key=lambda r: -(column_value(r, key) or 0)
+            )
+            if len(scored) < 2 or not scored[0].model_runs or not scored[1].model_runs:
+                continue
+            top, runner_up = scored[:2]
+            comparison = examples.compare(outcomes_of(top), outcomes_of(runner_up), key)
+            if comparison is None:
+                continue
+            top.comparisons[key] = {
+                **dataclasses.asdict(comparison),
+                "significant": comparison.significant,
+                "versus_runs": runner_up.runs,
+            }
+            if comparison.significant and comparison.difference > 0:
+                top.best.append(key)
+            else:
+                top.tied.append(key)
+                runner_up.tied.append(key)
+
+
+def add_papers(rows: list[Row], store: Store) -> None:
+    """Each reproduced row's paper (title, authors, venue, year, paper and code links) from its runs' recorded
+    model facts, where they agree."""
+    infos = store.model_infos([run for row in rows for run in row.runs])
+    for row in rows:
+        facts = [infos.get(run, {}) for run in row.runs]
+        row.paper = {
+            key: facts[0][key]
+            for key in PAPER_KEYS
+            if facts and facts[0].get(key) is not None and all(f.get(key) == facts[0][key] for f in facts)
+        }
+
+
+def restrict_to_common(rows: list[Row], outcomes_of: RowOutcomes, radii: tuple[float, ...]) -> np.ndarray:
+    """Recompute every row (all reproduced: a paper's reported rows cannot be restricted) on the test
+    examples all of them evaluated; returns those indices."""
+    shared = examples.common_indices([outcomes_of(row) for row in rows])
+    if len(shared) == 0:
+        raise RsbenchError("the rows share no test example", "narrow the board, e.g. --sigma 0.5")
+    for row in rows:
+        outcome = outcomes_of(row).on(shared)
+        per_model = []
+        for runs in outcome.models:
+            model = examples.Outcomes(shared, [runs])
+            acr_values = model.values("acr")
+            per_model.append(
+                {
+                    "acr": float(acr_values.mean()),
+                    "acr_variance": float(np.mean([np.maximum(r, 0.0).var() for r in runs])),
+                    **{radius_key(r): float(model.values(radius_key(r)).mean()) for r in radii},
+                    "clean": float(np.mean([(r >= 0).mean() for r in runs])),
+                    "abstain": float(np.mean([(r == examples.ABSTAINED).mean() for r in runs])),
+                }
+            )
+        row.num_examples = len(shared)
+        row.acr = Stat.of([m["acr"] for m in per_model])
+        row.certified_accuracy = {radius_key(r): Stat.of([m[radius_key(r)] for m in per_model]) for r in radii}
+        row.clean_accuracy = float(np.mean([m["clean"] for m in per_model]))
+        row.abstain_rate = float(np.mean([m["abstain"] for m in per_model]))
+        intervals = _intervals(per_model, len(shared), radii)
+        row.acr_interval, row.certified_accuracy_interval = (
+            intervals["acr_interval"],
+            intervals["certified_accuracy_interval"],
+        )
+    return shared
+
+
 def build(
     store: Store,
     dataset: str,
     radii: tuple[float, ...] = DEFAULT_RADII,
     include_reported: bool = False,
     sort_by: str = "acr",
+    sigma: float | None = None,
+    common_examples: bool = False,
 ) -> Board:
-    """The leaderboard of ``dataset``: rows ranked by ``sort_by`` (``acr`` or a radius) within σ and protocol."""
+    """The leaderboard of ``dataset`` (at ``sigma`` only, if given): rows ranked by ``sort_by`` (``acr`` or a
+    radius) within σ and protocol, with 95% intervals and best marks that a paired test supports;
+    ``common_examples``: every row recomputed on the test examples all of them evaluated (reported rows,
+    which have no examples, are left out)."""
     sort_by = check_sort_by(sort_by, radii)
-    rows = reproduced_rows(store, dataset, radii)
-    if include_reported:
-        rows += reported_rows(dataset, radii)
-    return Board(dataset, tuple(radii), ranked(rows, sort_by), sort_by)
+    rows = [r for r in reproduced_rows(store, dataset, radii) if sigma is None or math.isclose(r.sigma, sigma)]
+    outcomes_of, common = RowOutcomes(store), None
+    if common_examples and rows:
+        shared = restrict_to_common(rows, outcomes_of, radii)
+        outcomes_of, common = outcomes_of.restricted(shared), len(shared)
+    add_papers(rows, store)
+    if include_reported and not common_examples:
+        rows += [r for r in reported_rows(dataset, radii) if sigma is None or math.isclose(r.sigma, sigma)]
+    mark_best(rows, outcomes_of, ["acr", *(radius_key(r) for r in radii)])
+    return Board(dataset, tuple(radii), ranked(rows, sort_by), sort_by, common)

@@ -1,9 +1,11 @@
 """Leaderboards as text, tables and figures: markdown and LaTeX for papers, CSV and JSON holding numbers,
 a rich terminal table (compact, or ``wide`` with every column) and certified-accuracy-vs-radius plots.
 
-Accuracies are shown in percent and ACR in ℓ2 [0,1]-pixel units, mean ± sample std over seeds. A radius
-beyond what the protocol can certify (σ·Φ⁻¹(α^{1/N})) shows "–"; a lower-bound ACR (grid radii) shows
-"≥ …". Bold marks a unique best among rows of one σ and protocol only.
+Accuracies are shown in percent and ACR in ℓ2 [0,1]-pixel units, mean ± sample std over seeds, and (with
+``intervals``) the 95% interval over test examples in brackets. A radius beyond what the protocol can
+certify (σ·Φ⁻¹(α^{1/N})) shows "–"; a lower-bound ACR (grid radii) shows "≥ …". Bold marks a column's best
+among rows of one σ and protocol only where a paired test tells it from the runner-up; "≈" marks the two
+where it does not (:func:`rsbench.results.board.mark_best`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import math
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 from rich import box
@@ -21,24 +24,37 @@ from rich.text import Text
 
 from rsbench.atomic import json_text
 from rsbench.errors import RsbenchError, did_you_mean
-from rsbench.results.board import Board, Row, Stat, radius_key
+from rsbench.results.board import Board, Row, Stat, column_value, radius_key
 from rsbench.results.escape import csv_cell, markdown_cell, printable, tex
 
 FORMATS = ("rich", "markdown", "latex", "csv", "json")
 UNCERTIFIABLE = "–"
 MISSING = "n/a"
+TIED = "≈"
+URL_SAFE = ":/?#&=%@+,;~-._"  # kept as they are in a link's URL; everything else percent-encoded
 # protocol fields: stated once in the caption when every row agrees, else shown as columns
 PROTOCOL_COLUMNS = ("certifier", "radii", "n", "n0", "alpha", "examples", "split", "budget", "seeds", "draws")
 
 
 @dataclasses.dataclass(frozen=True)
+class Detail:
+    """What a cell shows beside a mean: ``std`` (± sample std over seeds), ``intervals`` (95% over examples)."""
+
+    std: bool = True
+    intervals: bool = False
+
+
+PLAIN = Detail(std=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class Column:
-    """A table column: ``text`` shows a row's cell (``std`` adds ± std), ``value`` is its number or string
-    for ranking; ``ranked`` columns get bold for a unique best; ``numeric`` ones are right-aligned."""
+    """A table column: ``text`` shows a row's cell at a :class:`Detail`, ``value`` is its number or string
+    for sorting; ``ranked`` columns carry best and tied marks; ``numeric`` ones are right-aligned."""
 
     key: str
     header: str
-    text: Callable[[Row, bool], str]
+    text: Callable[[Row, Detail], str]
     value: Callable[[Row], Any]
     ranked: bool = False
     numeric: bool = True
@@ -76,26 +92,39 @@ def origin_text(row: Row) -> str:
     return f"reported ({row.reference})" if row.source == "reported" else row.origin
 
 
-def _stat_text(stat: Stat | None, scale: float, digits: int, std: bool) -> str:
+def _stat_text(stat: Stat | None, scale: float, digits: int, std: bool, interval: list[float] | None) -> str:
     if stat is None or stat.mean is None:
         return MISSING
     text = f"{stat.mean * scale:.{digits}f}"
     if std and stat.std is not None:
         text += f" ± {stat.std * scale:.{digits}f}"
+    if interval is not None:
+        low, high = (max(value, 0.0) * scale for value in interval)
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
     return text
 
 
-def acr_text(row: Row, std: bool = True) -> str:
+def acr_text(row: Row, detail: Detail = Detail()) -> str:
     """The ACR, prefixed "≥ " where it is a lower bound (grid radii)."""
-    text = _stat_text(row.acr, 1, 4 if std else 3, std)
+    interval = row.acr_interval if detail.intervals else None
+    text = _stat_text(row.acr, 1, 4 if detail.std else 3, detail.std, interval)
     return f"≥ {text}" if row.acr_kind == "lower_bound" and text != MISSING else text
 
 
-def accuracy_text(row: Row, radius: float, std: bool = True) -> str:
+def accuracy_text(row: Row, radius: float, detail: Detail = Detail()) -> str:
     """Certified accuracy in percent at ``radius``; "–" beyond the protocol's certifiable radius."""
     if radius > row.certifiable_radius + 1e-12:
         return UNCERTIFIABLE
-    return _stat_text(row.certified_accuracy.get(radius_key(radius)), 100, 1, std)
+    key = radius_key(radius)
+    interval = row.certified_accuracy_interval.get(key) if detail.intervals else None
+    return _stat_text(row.certified_accuracy.get(key), 100, 1, detail.std, interval)
+
+
+def paper_text(row: Row) -> str:
+    """The row's venue and year (or its paper's name), "-" where unknown."""
+    paper = row.paper
+    text = " ".join(str(paper[k]) for k in ("venue", "year") if paper.get(k)) or paper.get("paper") or ""
+    return text or (row.reference or "-")
 
 
 def _optional(value: Any, fmt: str = "{}") -> str:
@@ -106,48 +135,47 @@ def _radius_column(radius: float) -> Column:
     key = radius_key(radius)
 
     def value(row: Row) -> float | None:
-        stat = row.certified_accuracy[key]
-        if stat is None or stat.mean is None or accuracy_text(row, radius, False) in (UNCERTIFIABLE, MISSING):
-            return None
-        return round(100 * stat.mean, 1)
+        mean = column_value(row, key)
+        return None if mean is None else round(100 * mean, 1)
 
-    return Column(key, key, lambda r, s: accuracy_text(r, radius, s), value, ranked=True)
+    return Column(key, key, lambda r, d: accuracy_text(r, radius, d), value, ranked=True)
 
 
 def columns(radii: list[float]) -> dict[str, Column]:
     """Every column a table can show, by key (``--columns`` takes these keys)."""
     found = [
-        Column("sigma", "σ", lambda r, s: sigma_text(r), lambda r: r.sigma),
-        Column("method", "method", lambda r, s: r.method, lambda r: r.method, numeric=False),
-        Column("params", "params", lambda r, s: params_text(r.params), lambda r: params_text(r.params), numeric=False),
-        Column("arch", "arch", lambda r, s: r.arch or "-", lambda r: r.arch or "", numeric=False),
-        Column("origin", "origin", lambda r, s: origin_text(r), origin_text, numeric=False),
-        Column("seeds", "seeds", lambda r, s: seeds_text(r), lambda r: len(r.model_runs) or len(r.seeds)),
+        Column("sigma", "σ", lambda r, d: sigma_text(r), lambda r: r.sigma),
+        Column("method", "method", lambda r, d: r.method, lambda r: r.method, numeric=False),
+        Column("params", "params", lambda r, d: params_text(r.params), lambda r: params_text(r.params), numeric=False),
+        Column("arch", "arch", lambda r, d: r.arch or "-", lambda r: r.arch or "", numeric=False),
+        Column("origin", "origin", lambda r, d: origin_text(r), origin_text, numeric=False),
+        Column("paper", "paper", lambda r, d: paper_text(r), paper_text, numeric=False),
+        Column("seeds", "seeds", lambda r, d: seeds_text(r), lambda r: len(r.model_runs) or len(r.seeds)),
         Column("acr", "ACR", acr_text, lambda r: None if r.acr.mean is None else round(r.acr.mean, 4), ranked=True),
         *(_radius_column(radius) for radius in radii),
         Column(
             "clean",
             "clean %",
-            lambda r, s: _optional(r.clean_accuracy and 100 * r.clean_accuracy, "{:.1f}"),
+            lambda r, d: _optional(r.clean_accuracy and 100 * r.clean_accuracy, "{:.1f}"),
             lambda r: r.clean_accuracy,
         ),
         Column(
             "abstain",
             "abstain %",
-            lambda r, s: _optional(r.abstain_rate and 100 * r.abstain_rate, "{:.1f}"),
+            lambda r, d: _optional(r.abstain_rate and 100 * r.abstain_rate, "{:.1f}"),
             lambda r: r.abstain_rate,
         ),
-        Column("certifier", "certifier", lambda r, s: r.certifier, lambda r: r.certifier, numeric=False),
+        Column("certifier", "certifier", lambda r, d: r.certifier, lambda r: r.certifier, numeric=False),
         Column(
-            "draws", "draws/image", lambda r, s: _optional(r.draws_per_image, "{:,.0f}"), lambda r: r.draws_per_image
+            "draws", "draws/image", lambda r, d: _optional(r.draws_per_image, "{:,.0f}"), lambda r: r.draws_per_image
         ),
-        Column("radii", "radii", lambda r, s: radii_text(r.radii), lambda r: radii_text(r.radii), numeric=False),
-        Column("n", "N", lambda r, s: f"{r.n:,}", lambda r: r.n),
-        Column("n0", "N0", lambda r, s: _optional(r.n0), lambda r: r.n0),
-        Column("alpha", "α", lambda r, s: f"{r.alpha:g}", lambda r: r.alpha),
-        Column("examples", "examples", lambda r, s: _optional(r.num_examples, "{:,}"), lambda r: r.num_examples),
-        Column("split", "split", lambda r, s: r.split, lambda r: r.split, numeric=False),
-        Column("budget", "budget", lambda r, s: r.budget, lambda r: r.budget, numeric=False),
+        Column("radii", "radii", lambda r, d: radii_text(r.radii), lambda r: radii_text(r.radii), numeric=False),
+        Column("n", "N", lambda r, d: f"{r.n:,}", lambda r: r.n),
+        Column("n0", "N0", lambda r, d: _optional(r.n0), lambda r: r.n0),
+        Column("alpha", "α", lambda r, d: f"{r.alpha:g}", lambda r: r.alpha),
+        Column("examples", "examples", lambda r, d: _optional(r.num_examples, "{:,}"), lambda r: r.num_examples),
+        Column("split", "split", lambda r, d: r.split, lambda r: r.split, numeric=False),
+        Column("budget", "budget", lambda r, d: r.budget, lambda r: r.budget, numeric=False),
     ]
     return {c.key: c for c in found}
 
@@ -163,43 +191,48 @@ def choose_columns(board: Board, rows: list[Row], wanted: list[str] | None, wide
         return [available[k] for k in wanted]
     if wide:
         return list(available.values())
-    keys = ["sigma", "method", "params", "arch", "origin", "acr", *(radius_key(r) for r in list(board.radii))]
-    varying = [k for k in PROTOCOL_COLUMNS if len({available[k].text(r, False) for r in rows}) > 1]
+    papers = ["paper"] if any(r.paper for r in rows) else []
+    keys = ["sigma", "method", "params", "arch", "origin", *papers, "acr", *(radius_key(r) for r in list(board.radii))]
+    varying = [k for k in PROTOCOL_COLUMNS if len({available[k].text(r, PLAIN) for r in rows}) > 1]
     return [available[k] for k in keys + varying]
 
 
-def best_cells(rows: list[Row], shown: list[Column]) -> set[tuple[int, str]]:
-    """(row index, column key) of each unique best positive value (at the precision shown) among rows of
-    the same σ and protocol (a paper's rows included); a tie marks nothing."""
-    groups: dict[tuple, list[int]] = {}
-    for i, row in enumerate(rows):
-        groups.setdefault(row.protocol(), []).append(i)
-    best = set()
-    for members in (m for m in groups.values() if len(m) > 1):
-        for column in (c for c in shown if c.ranked):
-            values = {i: column.value(rows[i]) for i in members}
-            present = [v for v in values.values() if v is not None]
-            if present and max(present) > 0 and present.count(max(present)) == 1:
-                best.add(next((i, column.key) for i, v in values.items() if v == max(present)))
-    return best
+def marks(rows: list[Row], shown: list[Column]) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
+    """(row index, column key) of the best cells a paired test supports, and of the tied ones."""
+    ranked = {c.key for c in shown if c.ranked}
+    best = {(i, key) for i, row in enumerate(rows) for key in row.best if key in ranked}
+    tied = {(i, key) for i, row in enumerate(rows) for key in row.tied if key in ranked}
+    return best, tied
 
 
-def caption(board: Board, rows: list[Row], shown: list[Column]) -> str:
-    """One line: what the table shows and the protocol fields every row shares."""
+def caption(board: Board, rows: list[Row], shown: list[Column], intervals: bool = False) -> str:
+    """One line: what the table shows, how its uncertainty is computed, and the protocol fields every row
+    shares."""
     available = columns(list(board.radii))
     keys = {c.key for c in shown}
     shared = [
-        f"{available[k].header} {available[k].text(rows[0], False)}"
+        f"{available[k].header} {available[k].text(rows[0], PLAIN)}"
         for k in PROTOCOL_COLUMNS
-        if rows and k not in keys and len({available[k].text(r, False) for r in rows}) == 1
+        if rows and k not in keys and len({available[k].text(r, PLAIN) for r in rows}) == 1
     ]
     text = (
         f"{board.dataset}: certified accuracy (%) at ℓ2 radius r ([0,1] pixel units) and ACR, mean ± sample "
-        "std over distinct training seeds (reruns of one model are averaged, not seeds); rows ranked by "
-        f"{'ACR' if board.sort_by == 'acr' else 'certified accuracy at r = ' + board.sort_by} within one σ and "
-        'protocol; bold: unique best among them. "–": r beyond what the protocol can certify (σ·Φ⁻¹(α^(1/N))); '
-        '"≥": a lower bound (grid certifier).'
+        "std over distinct training seeds (reruns of one model are averaged, not seeds)"
     )
+    if intervals:
+        text += (
+            "; [brackets]: 95% interval over test examples (Clopper-Pearson on the certified count; ACR: normal "
+            "approximation)"
+        )
+    text += (
+        f". Rows ranked by {'ACR' if board.sort_by == 'acr' else 'certified accuracy at r = ' + board.sort_by} "
+        "within one σ and protocol; bold: a column's best where a paired test on the examples both rows "
+        f"evaluated tells it from the runner-up at 5% (McNemar exact, else paired bootstrap); {TIED}: best and "
+        'runner-up not told apart. "–": r beyond what the protocol can certify (σ·Φ⁻¹(α^(1/N))); "≥": a lower '
+        "bound (grid certifier)."
+    )
+    if board.common_examples is not None:
+        text += f" Every row restricted to the {board.common_examples:,} test examples all rows evaluated."
     if shared:
         text += " Protocol: " + ", ".join(shared) + "."
     if len({r.protocol() for r in rows}) > len({r.sigma for r in rows}):
@@ -207,39 +240,62 @@ def caption(board: Board, rows: list[Row], shown: list[Column]) -> str:
     return text
 
 
-def cells(rows: list[Row], shown: list[Column], std: bool = True) -> tuple[list[list[str]], list[list[bool]]]:
-    best = best_cells(rows, shown)
-    texts = [[c.text(row, std) for c in shown] for row in rows]
+def cells(rows: list[Row], shown: list[Column], detail: Detail = Detail()) -> tuple[list[list[str]], list[list[bool]]]:
+    """Each row's cell texts (a tied cell suffixed with ≈) and which are bold."""
+    best, tied = marks(rows, shown)
+    texts = [
+        [column.text(row, detail) + (f" {TIED}" if (i, column.key) in tied else "") for column in shown]
+        for i, row in enumerate(rows)
+    ]
     bold = [[(i, c.key) in best for c in shown] for i in range(len(rows))]
     return texts, bold
 
 
-def markdown(board: Board, wanted: list[str] | None = None) -> str:
+def markdown_link(text: str, url: str | None) -> str:
+    """``text`` (markdown-escaped) linked to ``url`` where it is an http(s) URL; the URL percent-encoded
+    so that no character of it can end the link or start markup."""
+    if not url or not url.lower().startswith(("https://", "http://")):
+        return markdown_cell(text)
+    return f"[{markdown_cell(text)}]({quote(url, safe=URL_SAFE)})"
+
+
+def _markdown_paper(row: Row) -> str:
+    links = [markdown_link(paper_text(row), row.paper.get("paper_url"))]
+    if row.paper.get("code_url"):
+        links.append(markdown_link("code", row.paper["code_url"]))
+    return " · ".join(links)
+
+
+def markdown(board: Board, wanted: list[str] | None = None, intervals: bool = False) -> str:
+    """A pipe table under its caption; the paper column links to the paper and its code."""
     rows = board.rows
     shown = choose_columns(board, rows, wanted, wide=False)
-    texts, bold = cells(rows, shown)
+    texts, bold = cells(rows, shown, Detail(intervals=intervals))
     lines = [
-        markdown_cell(caption(board, rows, shown)),
+        markdown_cell(caption(board, rows, shown, intervals)),
         "",
         "| " + " | ".join(markdown_cell(c.header) for c in shown) + " |",
         "|" + "|".join("---:" if c.numeric else "---" for c in shown) + "|",
     ]
-    for line, flags in zip(texts, bold, strict=True):
-        cells_text = (markdown_cell(t) for t in line)
+    for row, line, flags in zip(rows, texts, bold, strict=True):
+        cells_text = [
+            _markdown_paper(row) if column.key == "paper" else markdown_cell(text)
+            for column, text in zip(shown, line, strict=True)
+        ]
         lines.append("| " + " | ".join(f"**{t}**" if f else t for t, f in zip(cells_text, flags, strict=True)) + " |")
     return "\n".join(lines) + "\n"
 
 
-def latex(board: Board, wanted: list[str] | None = None) -> str:
+def latex(board: Board, wanted: list[str] | None = None, intervals: bool = False) -> str:
     """A ``table`` float with a booktabs ``tabular`` and the caption line (needs ``\\usepackage{booktabs}``)."""
     rows = board.rows
     shown = choose_columns(board, rows, wanted, wide=False)
-    texts, bold = cells(rows, shown)
+    texts, bold = cells(rows, shown, Detail(intervals=intervals))
     lines = [
         "\\begin{table}[t]",
         "\\centering",
         "\\small",
-        f"\\caption{{{tex(caption(board, rows, shown))}}}",
+        f"\\caption{{{tex(caption(board, rows, shown, intervals))}}}",
         "\\begin{tabular}{" + "".join("r" if c.numeric else "l" for c in shown) + "}",
         "\\toprule",
         " & ".join(tex(c.header) for c in shown) + " \\\\",
@@ -271,11 +327,19 @@ def numeric_frame(board: Board) -> pd.DataFrame:
             "reruns": row.reruns,
             "acr_mean": row.acr.mean,
             "acr_std": row.acr.std,
+            "acr_low": row.acr_interval[0] if row.acr_interval else None,
+            "acr_high": row.acr_interval[1] if row.acr_interval else None,
             "acr_kind": row.acr_kind,
+            "best": " ".join(row.best),
+            "tied": " ".join(row.tied),
+            **{f"paper_{key}": row.paper.get(key) for key in ("venue", "year", "paper_url", "code_url")},
         }
         for key, stat in row.certified_accuracy.items():
+            interval = row.certified_accuracy_interval.get(key)
             record[f"ca_{key}_mean"] = stat.mean if stat else None
             record[f"ca_{key}_std"] = stat.std if stat else None
+            record[f"ca_{key}_low"] = interval[0] if interval else None
+            record[f"ca_{key}_high"] = interval[1] if interval else None
         record.update(
             clean_accuracy=row.clean_accuracy,
             abstain_rate=row.abstain_rate,
@@ -301,16 +365,17 @@ def to_json(board: Board) -> str:
     return json_text(board.to_json(), indent=2)
 
 
-def render(board: Board, fmt: str, wanted: list[str] | None = None) -> str:
-    """``board`` (from :func:`rsbench.results.board.build`) as markdown, latex, csv or json text."""
+def render(board: Board, fmt: str, wanted: list[str] | None = None, intervals: bool = False) -> str:
+    """``board`` (from :func:`rsbench.results.board.build`) as markdown, latex, csv or json text; markdown and
+    LaTeX cells show 95% intervals with ``intervals`` (CSV and JSON always hold them)."""
     if fmt == "json":
         return to_json(board)
     if fmt == "csv":
         return numeric_frame(board).map(csv_cell).to_csv(index=False)
     if fmt == "markdown":
-        return markdown(board, wanted)
+        return markdown(board, wanted, intervals)
     if fmt == "latex":
-        return latex(board, wanted)
+        return latex(board, wanted, intervals)
     raise RsbenchError(f"unknown format {fmt!r}", "choose " + ", ".join(FORMATS))
 
 
@@ -323,7 +388,8 @@ def compact_radii(radii: list[float], width: int) -> list[float]:
 
 def rich_table(board: Board, wide: bool = False, wanted: list[str] | None = None, width: int = 100) -> Table:
     """The terminal table. Compact (the default) fits ``width`` columns (every radius on 100): method and
-    its parameters in one wrapped cell, means without std; ``wide`` shows every column with ± std."""
+    its parameters in one wrapped cell, means without std; ``wide`` shows every column with ± std and the
+    95% intervals."""
     rows = board.rows
     if wide or wanted:
         shown = choose_columns(board, rows, wanted, wide=wide)
@@ -331,7 +397,7 @@ def rich_table(board: Board, wide: bool = False, wanted: list[str] | None = None
         available = columns(list(board.radii))
         radii = compact_radii(list(board.radii), width)
         shown = [available[k] for k in ("sigma", "method", "acr", *(radius_key(r) for r in radii))]
-    texts, bold = cells(rows, shown, std=wide)
+    texts, bold = cells(rows, shown, Detail(std=wide, intervals=wide))
     shown_cells = [
         [Text(printable(text), style="bold green" if best else "") for text, best in zip(line, flags, strict=True)]
         for line, flags in zip(texts, bold, strict=True)
@@ -342,7 +408,7 @@ def rich_table(board: Board, wide: bool = False, wanted: list[str] | None = None
             params = f" ({params_text(row.params)})" if row.params else ""
             line[1] = Text.assemble(printable(row.method + params + " "), (printable(where), "dim"))
     table = Table(
-        title=Text(printable(caption(board, rows, shown))),
+        title=Text(printable(caption(board, rows, shown, intervals=wide))),
         title_justify="left",
         box=box.SIMPLE_HEAD,
         collapse_padding=True,

@@ -72,7 +72,7 @@ def table_context(board: Board, rows: list[Row]) -> dict[str, Any]:
     """One protocol's rows as header cells and body cells (text, sort value, bold) plus run links."""
     available = render.columns(list(board.radii))
     shown = [available[k] for k in SITE_COLUMNS + [radius_key(r) for r in board.radii] + TAIL_COLUMNS]
-    texts, bold = render.cells(rows, shown)
+    texts, bold = render.cells(rows, shown, render.Detail(intervals=True))
     body = []
     for row, line, flags in zip(rows, texts, bold, strict=True):
         values = [c.value(row) for c in shown]

@@ -68,3 +68,36 @@ def plugins_table(listing: list[dict[str, Any]]) -> Table:
         source = printable(f"{entry['source']} {entry['version']}".strip())
         table.add_row(Text(printable(entry["name"])), Text(source), lines)
     return table
+
+
+def comparison_table(result: dict[str, Any]) -> Table:
+    """``rsbench compare``'s table (from :func:`rsbench.results.examples.compare_runs`): per radius and for
+    the ACR, each run's value, the difference (first minus second) with its 95% interval and the test's
+    p-value (McNemar's exact test, with its discordant counts: b certified by the first run only, c by the
+    second only; the ACR's interval is a paired bootstrap, without a p-value); bold: significant at 5%."""
+    first, second = result["runs"]
+    title = (
+        f"run {first} vs run {second} ({result['dataset']}): certified accuracy (%) at r and ACR on the "
+        f"{result['examples']:,} test examples both evaluated (of {result['examples_each'][0]:,} and "
+        f"{result['examples_each'][1]:,}); difference = {first} - {second}"
+    )
+    if result["protocol_differs"]:
+        title += "; their protocols differ in " + ", ".join(result["protocol_differs"])
+    table = Table(title=Text(printable(title)), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header in ("r", f"#{first}", f"#{second}", "diff", "95% interval", "p", "b / c"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for key, c in result["comparisons"].items():
+        scale, digits, label = (1, 3, "ACR") if key == "acr" else (100, 1, key)
+        low, high = c["interval"]
+        cells = [
+            label,
+            f"{c['first'] * scale:.{digits}f}",
+            f"{c['second'] * scale:.{digits}f}",
+            f"{c['difference'] * scale:+.{digits}f}",
+            f"{low * scale:+.{digits}f}..{high * scale:+.{digits}f}",
+            "-" if c["p_value"] is None else f"{c['p_value']:.2g}",
+            "-" if c["only_first"] is None else f"{c['only_first']} / {c['only_second']}",
+        ]
+        style = "bold" if c["significant"] else ""
+        table.add_row(*(Text(printable(cell), style=style) for cell in cells))
+    return table

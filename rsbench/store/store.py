@@ -398,21 +398,31 @@ class Store:
             rows = session.execute(query.order_by(CertificationRun.id)).all()
         return pd.DataFrame(rows, columns=[c.key for c in run_columns + metric_columns])
 
+    def model_infos(self, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Each run's recorded model facts (paper, venue, year, links: ``provenance["model_info"]``)."""
+        query = select(CertificationRun.id, CertificationRun.provenance).where(CertificationRun.id.in_(run_ids))
+        with self.session(write=False) as session:
+            return {run_id: (provenance or {}).get("model_info") or {} for run_id, provenance in session.execute(query)}
+
     def result_counts(self, run_ids: list[int]) -> dict[int, int]:
         """How many rows each run holds, counted in the database."""
         query = select(Result.run_id, func.count()).where(Result.run_id.in_(run_ids)).group_by(Result.run_id)
         with self.session(write=False) as session:
             return dict(session.execute(query).all())
 
-    def results(self, run_ids: list[int]) -> pd.DataFrame:
-        """Per-example rows of the given runs (``run_id`` plus :data:`RESULT_COLUMNS`)."""
+    def results(self, run_ids: list[int], columns: Sequence[str] = RESULT_COLUMNS) -> pd.DataFrame:
+        """Per-example rows of the given runs: ``run_id`` plus ``columns`` (of :data:`RESULT_COLUMNS`)."""
+        names = ["run_id", *columns]
         if not run_ids:
-            return pd.DataFrame(columns=["run_id", *RESULT_COLUMNS])
-        columns = [Result.run_id, *(getattr(Result, c) for c in RESULT_COLUMNS)]
-        query = select(*columns).where(Result.run_id.in_(run_ids)).order_by(Result.run_id, Result.idx)
+            return pd.DataFrame(columns=names)
+        query = (
+            select(*(getattr(Result, name) for name in names))
+            .where(Result.run_id.in_(run_ids))
+            .order_by(Result.run_id, Result.idx)
+        )
         with self.session(write=False) as session:
             rows = session.execute(query).all()
-        return pd.DataFrame(rows, columns=["run_id", *RESULT_COLUMNS])
+        return pd.DataFrame(rows, columns=names)
 
 
 def _new_run(
