@@ -189,12 +189,26 @@ def test_csv_and_json_hold_numbers(store):
     assert parsed["rows"][0]["clean_accuracy"] is None and parsed["rows"][0]["sigma"] is None
 
 
-def test_latex_uses_booktabs_and_compiles_where_latex_is_installed(store, tmp_path):
+def test_latex_uses_booktabs_and_the_papers_sigma_blocks(store, tmp_path):
     text = render(build(store, "mnist", RADII), "latex")
     assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text and "\\caption{" in text
     assert "$\\geq$ 0.4250" in text and "0.2250 $\\pm$ 0.0707" in text and " -- " in text
-    if shutil.which("pdflatex") is None:
-        return
+    body = text.split("\\midrule\n", 1)[1].split("\\bottomrule")[0].splitlines()
+    # both rows are at σ = 0.5: one block, σ written on its first row only, no rule inside it
+    assert body[0].startswith("0.50 & ") and body[1].startswith(" & ") and "\\midrule" not in body
+
+
+def latex_can_compile() -> str | None:
+    """Why a LaTeX table cannot be compiled here (None where pdflatex and booktabs.sty are installed)."""
+    if shutil.which("pdflatex") is None or shutil.which("kpsewhich") is None:
+        return "pdflatex is absent (apt-get install texlive-latex-base)"
+    found = subprocess.run(["kpsewhich", "booktabs.sty"], capture_output=True, text=True).stdout.strip()
+    return None if found else "booktabs.sty is absent (apt-get install texlive-latex-recommended)"
+
+
+@pytest.mark.skipif(latex_can_compile() is not None, reason=str(latex_can_compile()))
+def test_latex_compiles_with_booktabs(store, tmp_path):
+    text = render(build(store, "mnist", RADII), "latex", intervals=True)
     document = tmp_path / "t.tex"
     document.write_text(
         "\\documentclass{article}\\usepackage[utf8]{inputenc}\\usepackage{booktabs}"

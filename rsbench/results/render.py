@@ -11,6 +11,7 @@ where it does not (:func:`rsbench.results.board.mark_best`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from rich.text import Text
 
 from rsbench.atomic import json_text
 from rsbench.errors import RsbenchError, did_you_mean
+from rsbench.params import params_to_dict, parse_params
+from rsbench.plugins import get_method
 from rsbench.results.board import Board, Row, Stat, column_value, radius_key
 from rsbench.results.escape import csv_cell, markdown_cell, printable, tex
 
@@ -31,6 +34,7 @@ FORMATS = ("rich", "markdown", "latex", "csv", "json")
 UNCERTIFIABLE = "–"
 MISSING = "n/a"
 TIED = "≈"
+PARAMS_WIDTH = 60
 URL_SAFE = ":/?#&=%@+,;~-._"  # kept as they are in a link's URL; everything else percent-encoded
 # protocol fields: stated once in the caption when every row agrees, else shown as columns
 PROTOCOL_COLUMNS = ("certifier", "radii", "n", "n0", "alpha", "examples", "split", "budget", "seeds", "draws")
@@ -62,6 +66,23 @@ class Column:
 
 def params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+
+
+@functools.cache
+def _method_defaults(method: str) -> dict[str, Any]:
+    """A training method's hyperparameter defaults; none where the method is not installed."""
+    try:
+        return params_to_dict(parse_params(get_method(method).Params, {}, f"method {method!r}"))
+    except RsbenchError:
+        return {}
+
+
+def short_params_text(method: str, params: dict[str, Any]) -> str:
+    """A table's parameter cell: only the values that differ from the method's defaults (all of them on the
+    run page and in JSON/CSV), cut at :data:`PARAMS_WIDTH` characters."""
+    defaults = _method_defaults(method)
+    text = params_text({k: v for k, v in params.items() if k not in defaults or defaults[k] != v})
+    return text if len(text) <= PARAMS_WIDTH else text[: PARAMS_WIDTH - 1] + "…"
 
 
 def sigma_text(row: Row) -> str:
@@ -146,7 +167,13 @@ def columns(radii: list[float]) -> dict[str, Column]:
     found = [
         Column("sigma", "σ", lambda r, d: sigma_text(r), lambda r: r.sigma),
         Column("method", "method", lambda r, d: r.method, lambda r: r.method, numeric=False),
-        Column("params", "params", lambda r, d: params_text(r.params), lambda r: params_text(r.params), numeric=False),
+        Column(
+            "params",
+            "params",
+            lambda r, d: short_params_text(r.method, r.params),
+            lambda r: params_text(r.params),
+            numeric=False,
+        ),
         Column("arch", "arch", lambda r, d: r.arch or "-", lambda r: r.arch or "", numeric=False),
         Column("origin", "origin", lambda r, d: origin_text(r), origin_text, numeric=False),
         Column("paper", "paper", lambda r, d: paper_text(r), paper_text, numeric=False),
@@ -231,6 +258,8 @@ def caption(board: Board, rows: list[Row], shown: list[Column], intervals: bool 
         'runner-up not told apart. "–": r beyond what the protocol can certify (σ·Φ⁻¹(α^(1/N))); "≥": a lower '
         "bound (grid certifier)."
     )
+    if "params" in keys:
+        text += " Params: those that differ from the method's defaults."
     if board.common_examples is not None:
         text += f" Every row restricted to the {board.common_examples:,} test examples all rows evaluated."
     if shared:
@@ -287,7 +316,8 @@ def markdown(board: Board, wanted: list[str] | None = None, intervals: bool = Fa
 
 
 def latex(board: Board, wanted: list[str] | None = None, intervals: bool = False) -> str:
-    """A ``table`` float with a booktabs ``tabular`` and the caption line (needs ``\\usepackage{booktabs}``)."""
+    """A ``table`` float with a booktabs ``tabular`` and the caption line (needs ``\\usepackage{booktabs}``),
+    laid out as the papers' tables: one block per σ (σ on its first row), blocks apart by a rule."""
     rows = board.rows
     shown = choose_columns(board, rows, wanted, wide=False)
     texts, bold = cells(rows, shown, Detail(intervals=intervals))
@@ -301,7 +331,12 @@ def latex(board: Board, wanted: list[str] | None = None, intervals: bool = False
         " & ".join(tex(c.header) for c in shown) + " \\\\",
         "\\midrule",
     ]
-    for line, flags in zip(texts, bold, strict=True):
+    sigma_at = next((i for i, c in enumerate(shown) if c.key == "sigma"), None)
+    for index, (row, line, flags) in enumerate(zip(rows, texts, bold, strict=True)):
+        if sigma_at is not None and index and rows[index - 1].sigma == row.sigma:
+            line = [*line[:sigma_at], "", *line[sigma_at + 1 :]]  # the paper's layout: σ once per block
+        elif index:
+            lines.append("\\midrule")
         lines.append(
             " & ".join(f"\\textbf{{{tex(t)}}}" if f else tex(t) for t, f in zip(line, flags, strict=True)) + " \\\\"
         )
