@@ -342,3 +342,23 @@ def test_runs_recorded_without_certifier_parameters_rank_with_runs_spelling_out_
     stability = next(line for line in text.splitlines() if "| stability |" in line)
     assert "**0.6000**" in consistency  # ACR 0.6 against the imported run's 0.3: the best of one protocol
     assert "**" not in stability  # alone in its protocol: nothing to rank against
+
+
+def test_a_reproduced_row_is_paired_with_the_papers_row_of_its_configuration(tmp_path):
+    """The paper's consistency row at σ = 0.5 states lam, m and eta only; a run that records every parameter
+    (loss at its default too) is the same configuration. Gaussian has its own reported rows; stability with
+    lam = 3 has none."""
+    store = open_store(str(tmp_path / "paired.db"))
+    rows = make_rows([1, 2, 3, 4], [1, 2, 3, 4], [0.7, 0.7, 0.2, 0.1], [110] * 4)
+    add_run(store, rows, "consistency", {"lam": 5.0, "m": 2, "eta": 0.5, "loss": "default"}, 0)
+    add_run(store, rows, "stability", {"lam": 3.0}, 0)
+    board = build(store, "mnist", RADII, include_reported=True, sigma=0.5)
+    consistency = next(r for r in board.rows if r.method == "consistency" and r.source == "reproduced")
+    # ACR 1.7/4 = 0.425; Table 2 reports 1.657 at r = 0, 0.25, …, Table 3 the ACR over runs, 1.6549
+    assert [paper["reference"] for paper in consistency.reported] == ["Table 2", "Table 3"]
+    assert consistency.reported[0]["acr_difference"] == pytest.approx(0.425 - 1.657)
+    assert consistency.reported[1]["acr_difference"] == pytest.approx(0.425 - 1.6549)
+    assert next(r for r in board.rows if r.method == "stability" and r.source == "reproduced").reported == []
+    text = render(board, "markdown", ["method", "acr", "vs_paper"])
+    # (the stability row certifies the same examples: the two are tied, ≈)
+    assert "| consistency | 0.4250 ≈ | -1.232 (Table 2: 1.657); -1.230 (Table 3: 1.655) |" in text

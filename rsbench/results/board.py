@@ -30,7 +30,7 @@ import numpy as np
 from rsbench import config
 from rsbench.errors import RsbenchError
 from rsbench.params import params_to_dict, parse_params
-from rsbench.plugins import get_certifier
+from rsbench.plugins import get_certifier, get_method
 from rsbench.results import examples, stats
 from rsbench.smoothing import max_certified_radius
 from rsbench.store import Store, certified_count
@@ -128,6 +128,7 @@ class Row:
     tied: list[str] = dataclasses.field(default_factory=list)
     comparisons: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     paper: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reported: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Row:
@@ -201,6 +202,54 @@ def certifier_params_with_defaults(certifier: str, params: dict[str, Any] | None
         return params_to_dict(parse_params(spec.Params, params or {}, f"certifier {certifier!r}"))
     except RsbenchError:
         return dict(params or {})
+
+
+@functools.cache
+def method_defaults(method: str) -> dict[str, Any]:
+    """A training method's hyperparameter defaults; none where the method is not installed."""
+    try:
+        return params_to_dict(parse_params(get_method(method).Params, {}, f"method {method!r}"))
+    except RsbenchError:
+        return {}
+
+
+def configuration(row: Row) -> str:
+    """What a reproduced row and a paper's reported row of one recipe share: dataset-free method, its
+    parameters with the defaults filled in (a paper's table omits them), σ and architecture."""
+    params = {**method_defaults(row.method), **row.params}
+    return json.dumps([row.method, params, round(row.sigma, 6), row.arch], sort_keys=True, default=str)
+
+
+def _difference(mine: Stat | None, theirs: Stat | None) -> float | None:
+    if mine is None or theirs is None or mine.mean is None or theirs.mean is None:
+        return None
+    return mine.mean - theirs.mean
+
+
+def pair_with_reported(rows: list[Row]) -> None:
+    """Give each reproduced row the paper's reported numbers for its configuration (every table that reports
+    it, the one with the most radii first), with the differences (reproduced minus reported: ACR in ℓ2
+    units, certified accuracy as a share)."""
+    reported: dict[str, list[Row]] = {}
+    for paper in (r for r in rows if r.source == "reported"):
+        reported.setdefault(configuration(paper), []).append(paper)
+    for row in (r for r in rows if r.source == "reproduced"):
+        papers = sorted(
+            reported.get(configuration(row), []),
+            key=lambda paper: -sum(stat is not None for stat in paper.certified_accuracy.values()),
+        )
+        row.reported = [
+            {
+                "reference": paper.reference,
+                "acr": paper.acr.mean,
+                "acr_difference": _difference(row.acr, paper.acr),
+                "certified_accuracy_difference": {
+                    key: _difference(stat, paper.certified_accuracy.get(key))
+                    for key, stat in row.certified_accuracy.items()
+                },
+            }
+            for paper in papers
+        ]
 
 
 def _model(run: dict[str, Any]) -> str:
@@ -538,5 +587,6 @@ def build(
     add_papers(rows, store)
     if include_reported and not common_examples:
         rows += [r for r in reported_rows(dataset, radii) if sigma is None or math.isclose(r.sigma, sigma)]
+        pair_with_reported(rows)
     mark_best(rows, outcomes_of, ["acr", *(radius_key(r) for r in radii)])
     return Board(dataset, tuple(radii), ranked(rows, sort_by), sort_by, common)

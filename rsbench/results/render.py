@@ -11,7 +11,6 @@ where it does not (:func:`rsbench.results.board.mark_best`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 from collections.abc import Callable
@@ -25,9 +24,7 @@ from rich.text import Text
 
 from rsbench.atomic import json_text
 from rsbench.errors import RsbenchError, did_you_mean
-from rsbench.params import params_to_dict, parse_params
-from rsbench.plugins import get_method
-from rsbench.results.board import Board, Row, Stat, column_value, radius_key
+from rsbench.results.board import Board, Row, Stat, column_value, method_defaults, radius_key
 from rsbench.results.escape import csv_cell, markdown_cell, printable, tex
 
 FORMATS = ("rich", "markdown", "latex", "csv", "json")
@@ -68,19 +65,10 @@ def params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
 
 
-@functools.cache
-def _method_defaults(method: str) -> dict[str, Any]:
-    """A training method's hyperparameter defaults; none where the method is not installed."""
-    try:
-        return params_to_dict(parse_params(get_method(method).Params, {}, f"method {method!r}"))
-    except RsbenchError:
-        return {}
-
-
 def short_params_text(method: str, params: dict[str, Any]) -> str:
     """A table's parameter cell: only the values that differ from the method's defaults (all of them on the
     run page and in JSON/CSV), cut at :data:`PARAMS_WIDTH` characters."""
-    defaults = _method_defaults(method)
+    defaults = method_defaults(method)
     text = params_text({k: v for k, v in params.items() if k not in defaults or defaults[k] != v})
     return text if len(text) <= PARAMS_WIDTH else text[: PARAMS_WIDTH - 1] + "…"
 
@@ -141,6 +129,17 @@ def accuracy_text(row: Row, radius: float, detail: Detail = Detail()) -> str:
     return _stat_text(row.certified_accuracy.get(key), 100, 1, detail.std, interval)
 
 
+def versus_paper_text(row: Row) -> str:
+    """A reproduced row's ACR minus the paper's reported ACR for its configuration, per table reporting it;
+    "-" where the paper reports no such row."""
+    texts = [
+        f"{paper['acr_difference']:+.3f} ({paper['reference']}: {paper['acr']:.3f})"
+        for paper in row.reported
+        if paper["acr_difference"] is not None
+    ]
+    return "; ".join(texts) or "-"
+
+
 def paper_text(row: Row) -> str:
     """The row's venue and year (or its paper's name), "-" where unknown."""
     paper = row.paper
@@ -177,6 +176,12 @@ def columns(radii: list[float]) -> dict[str, Column]:
         Column("arch", "arch", lambda r, d: r.arch or "-", lambda r: r.arch or "", numeric=False),
         Column("origin", "origin", lambda r, d: origin_text(r), origin_text, numeric=False),
         Column("paper", "paper", lambda r, d: paper_text(r), paper_text, numeric=False),
+        Column(
+            "vs_paper",
+            "ACR − reported",
+            lambda r, d: versus_paper_text(r),
+            lambda r: r.reported[0]["acr_difference"] if r.reported else None,
+        ),
         Column("seeds", "seeds", lambda r, d: seeds_text(r), lambda r: len(r.model_runs) or len(r.seeds)),
         Column("acr", "ACR", acr_text, lambda r: None if r.acr.mean is None else round(r.acr.mean, 4), ranked=True),
         *(_radius_column(radius) for radius in radii),
@@ -219,7 +224,9 @@ def choose_columns(board: Board, rows: list[Row], wanted: list[str] | None, wide
     if wide:
         return list(available.values())
     papers = ["paper"] if any(r.paper for r in rows) else []
-    keys = ["sigma", "method", "params", "arch", "origin", *papers, "acr", *(radius_key(r) for r in list(board.radii))]
+    versus = ["vs_paper"] if any(r.reported for r in rows) else []
+    radius_keys = [radius_key(r) for r in board.radii]
+    keys = ["sigma", "method", "params", "arch", "origin", *papers, "acr", *versus, *radius_keys]
     varying = [k for k in PROTOCOL_COLUMNS if len({available[k].text(r, PLAIN) for r in rows}) > 1]
     return [available[k] for k in keys + varying]
 
