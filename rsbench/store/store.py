@@ -415,14 +415,12 @@ class Store:
         names = ["run_id", *columns]
         if not run_ids:
             return pd.DataFrame(columns=names)
-        query = (
-            select(*(getattr(Result, name) for name in names))
-            .where(Result.run_id.in_(run_ids))
-            .order_by(Result.run_id, Result.idx)
-        )
+        table = Result.__table__.c  # Core columns: rows come back as plain tuples, not through the ORM
+        query = select(*(table[name] for name in names)).where(table.run_id.in_(run_ids))
         with self.session(write=False) as session:
-            rows = session.execute(query).all()
-        return pd.DataFrame(rows, columns=names)
+            rows = session.connection().execute(query.order_by(table.run_id, table.idx)).fetchall()
+        values = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+        return pd.DataFrame({name: list(column) for name, column in zip(names, values, strict=True)}, columns=names)
 
 
 def _new_run(
