@@ -181,11 +181,14 @@ def test_best_value_per_sigma_is_marked(tmp_path):
     store = open_store(str(tmp_path / "s.db"))
     for method, radius in (("gaussian", 0.4), ("stability", 0.6)):
         log = tmp_path / f"{method}.tsv"
-        log.write_text(f"idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t1\t1\t{radius}\t1\t0.1\n1\t2\t-1\t0\t0\t0.1\n")
+        lines = "".join(f"{i}\t1\t1\t{radius}\t1\t0.1\n" for i in range(8))
+        log.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n" + lines + "8\t2\t-1\t0\t0\t0.1\n")
         import_tsv(store, log, dataset="mnist", method=method, sigma=0.5)
     board = build(store, "mnist", (0.0, 0.5))
-    assert [r.acr.mean for r in board.rows] == [0.3, 0.2]  # ranked by ACR
+    assert [r.acr.mean for r in board.rows] == [pytest.approx(4.8 / 9), pytest.approx(3.2 / 9)]  # ranked by ACR
     markdown = render(board, "markdown")
-    assert "**0.3000**" in markdown and "**0.2000**" not in markdown
-    assert "| **0.0** |" not in markdown  # 0 is never 'best'
-    assert "\\textbf{0.3000}" in render(board, "latex")
+    # ACR: every paired difference is 0.2 (or 0), so the bootstrap interval excludes 0; at r = 0.5 McNemar's
+    # b = 8, c = 0: p = 2/2^8; at r = 0 both certify the same 8 examples: tied
+    assert "**0.5333**" in markdown and "**0.3556**" not in markdown
+    assert "| **88.9** |" in markdown and "| 88.9 ≈ |" in markdown and "| **0.0** |" not in markdown
+    assert "\\textbf{0.5333}" in render(board, "latex")
