@@ -277,8 +277,8 @@ def test_plot_embeds_truetype_a_colour_per_row_and_a_std_band(store, tmp_path):
 
 def test_plot_tells_variants_apart_draws_reported_rows_and_keeps_legends_apart(store):
     """Twelve variants of one method at σ = 0.5 (more than tab10's colours) and σ = 1.0 beside it, with the
-    paper's reported rows (σ = 0.25 too): no two curves of a panel look alike, reported rows are markers at their reported
-    radii, and no legend overlaps another legend or a panel."""
+    paper's reported rows (σ = 0.25 too): no two curves of a panel look alike, reported rows are markers at
+    their reported radii, and no legend overlaps another legend or a panel."""
     for lam in range(12):
         rows = make_rows([1, 2, 3, 4], [1, 2, 3, 4], [0.05 * (lam + 1)] * 4, [110] * 4)
         add_run(store, rows, "consistency", {"lam": float(lam)}, 10 + lam)
