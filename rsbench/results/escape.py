@@ -34,6 +34,7 @@ TEX_SPECIALS = {
 TEX_SYMBOLS = [  # rsbench's own symbols, as math (applied after the specials are escaped)
     ("±", r"$\pm$"),
     ("≥", r"$\geq$"),
+    ("≈", r"$\approx$"),
     ("σ", r"$\sigma$"),
     ("α", r"$\alpha$"),
     ("Φ⁻¹", r"$\Phi^{-1}$"),
