@@ -48,6 +48,9 @@ class SpeedParams:
     )
 
 
+IMPLEMENTATION_PARAMS = ("forward_batch", "compile")  # how the computation is run; the certificates stay the same
+
+
 def speed_options(params: SpeedParams) -> dict[str, Any]:
     """The keyword arguments of :class:`SmoothedClassifier` that ``params`` sets."""
     return {"forward_batch": params.forward_batch or None, "compile": params.compile, "precision": params.precision}

@@ -276,7 +276,7 @@ def test_cli_columns_reported_and_errors(store, tmp_path):
     assert bad.exit_code == 2 and "unknown column 'acrr'" in bad.stderr and "acr" in bad.stderr
 
 
-def test_plot_embeds_truetype_one_colour_per_method_and_a_std_band(store, tmp_path):
+def test_plot_embeds_truetype_a_colour_per_row_and_a_std_band(store, tmp_path):
     board = build(store, "mnist", RADII)
     written = plot(store, board, tmp_path / "fig.png")
     pdf = (tmp_path / "fig.pdf").read_bytes()
@@ -287,6 +287,39 @@ def test_plot_embeds_truetype_one_colour_per_method_and_a_std_band(store, tmp_pa
     assert len(set(map(str, colours.values()))) == 2  # gaussian and consistency differ
     assert len(axis.collections) == 1  # one ± std band: only gaussian has several seeds
     assert "radius" in axis.get_xlabel() and "pixel" in axis.get_xlabel() and "accuracy" in axis.get_ylabel()
+
+
+def test_plot_tells_variants_apart_draws_reported_rows_and_keeps_legends_apart(store):
+    """Twelve variants of one method at σ = 0.5 (more than tab10's colours) and σ = 1.0 beside it, with the
+    paper's reported rows (σ = 0.25 too): no two curves of a panel look alike, reported rows are markers at
+    their reported radii, and no legend overlaps another legend or a panel."""
+    for lam in range(12):
+        rows = make_rows([1, 2, 3, 4], [1, 2, 3, 4], [0.05 * (lam + 1)] * 4, [110] * 4)
+        add_run(store, rows, "consistency", {"lam": float(lam)}, 10 + lam)
+    add_run(store, make_rows([1, 2], [1, 2], [0.9, 0.3], [110] * 2), "gaussian", {}, 0, sigma=1.0, train_sigma=1.0)
+    board = build(store, "mnist", RADII, include_reported=True)
+    fig = figure(store, board)
+    fig.canvas.draw()
+    panels = fig.axes
+    assert [p.get_title() for p in panels] == [f"mnist, σ = {s}" for s in ("0.25", "0.50", "1.00")]
+    half = panels[1]
+    curves = [line for line in half.get_lines() if line.get_linestyle() != "None"]
+    looks = {(str(line.get_color()), line.get_linestyle()) for line in curves}
+    assert len(curves) == 14 and len(looks) == 14  # 12 consistency + 2 others, each its own colour/style
+    reported = [line for line in half.get_lines() if line.get_linestyle() == "None"]
+    assert reported and all("reported" in line.get_label() for line in reported)
+    gaussian = next(
+        line for line in reported if line.get_label().startswith("gaussian") and "Table 2" in line.get_label()
+    )
+    assert list(gaussian.get_xdata()) == [0.0, 0.5]  # the board's radii Table 2 reports
+    assert gaussian.get_marker() not in ("", "None", None)
+    renderer = fig.canvas.get_renderer()
+    boxes = [p.get_legend().get_window_extent(renderer) for p in panels] + [
+        p.get_window_extent(renderer) for p in panels
+    ]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
 
 
 def test_runs_lists_imported_runs(tmp_path):

@@ -8,7 +8,8 @@ as literal text, never as markup, a formula, a command or a control sequence.
 - :func:`csv_cell`: a spreadsheet cell that is never a formula (OWASP: a leading ``= + - @`` or tab/CR is
   quoted with ``'``);
 - :func:`printable`: terminal text without escape sequences, NUL or other control characters;
-- :func:`plot_label`: matplotlib text that is never mathtext.
+- :func:`plot_label`: matplotlib text that is never mathtext;
+- :func:`http_url`: a recorded URL that may become a link (http or https only, never ``javascript:``).
 HTML is escaped by Jinja2's autoescape; page file names come from ``site.page_name``.
 """
 
@@ -78,3 +79,9 @@ def csv_cell(value: object) -> object:
 def plot_label(text: str) -> str:
     """``text`` for a matplotlib label or title: ``$`` escaped, so mathtext never parses it."""
     return printable(text).replace("$", r"\$")
+
+
+def http_url(url: object) -> str | None:
+    """``url`` where it is an http(s) URL, the only kind a record's link may become; None for anything else
+    (``javascript:``, ``data:``, relative paths, non-strings)."""
+    return url if isinstance(url, str) and url.lower().startswith(("https://", "http://")) else None

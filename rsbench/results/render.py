@@ -25,7 +25,7 @@ from rich.text import Text
 from rsbench.atomic import json_text
 from rsbench.errors import RsbenchError, did_you_mean
 from rsbench.results.board import Board, Row, Stat, column_value, method_defaults, radius_key
-from rsbench.results.escape import csv_cell, markdown_cell, printable, tex
+from rsbench.results.escape import csv_cell, http_url, markdown_cell, printable, tex
 
 FORMATS = ("rich", "markdown", "latex", "csv", "json")
 UNCERTIFIABLE = "–"
@@ -101,6 +101,11 @@ def origin_text(row: Row) -> str:
     return f"reported ({row.reference})" if row.source == "reported" else row.origin
 
 
+def _bracket(interval: list[float], scale: float, digits: int) -> str:
+    low, high = (max(value, 0.0) * scale for value in interval)
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def _stat_text(stat: Stat | None, scale: float, digits: int, std: bool, interval: list[float] | None) -> str:
     if stat is None or stat.mean is None:
         return MISSING
@@ -108,8 +113,7 @@ def _stat_text(stat: Stat | None, scale: float, digits: int, std: bool, interval
     if std and stat.std is not None:
         text += f" ± {stat.std * scale:.{digits}f}"
     if interval is not None:
-        low, high = (max(value, 0.0) * scale for value in interval)
-        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+        text += " " + _bracket(interval, scale, digits)
     return text
 
 
@@ -138,6 +142,16 @@ def versus_paper_text(row: Row) -> str:
         if paper["acr_difference"] is not None
     ]
     return "; ".join(texts) or "-"
+
+
+def interval_text(row: Row, key: str) -> str:
+    """The 95% interval over test examples of a ranked column (``acr`` or a radius key) as "[low, high]", in
+    the units and digits of the cell with std (ACR; certified accuracy in percent); "" where there is none or
+    the radius is beyond what the protocol can certify."""
+    if key == "acr":
+        return "" if row.acr_interval is None else _bracket(row.acr_interval, 1, 4)
+    interval = row.certified_accuracy_interval.get(key)
+    return "" if interval is None or column_value(row, key) is None else _bracket(interval, 100, 1)
 
 
 def paper_text(row: Row) -> str:
@@ -290,9 +304,8 @@ def cells(rows: list[Row], shown: list[Column], detail: Detail = Detail()) -> tu
 def markdown_link(text: str, url: str | None) -> str:
     """``text`` (markdown-escaped) linked to ``url`` where it is an http(s) URL; the URL percent-encoded
     so that no character of it can end the link or start markup."""
-    if not url or not url.lower().startswith(("https://", "http://")):
-        return markdown_cell(text)
-    return f"[{markdown_cell(text)}]({quote(url, safe=URL_SAFE)})"
+    link = http_url(url)
+    return markdown_cell(text) if link is None else f"[{markdown_cell(text)}]({quote(link, safe=URL_SAFE)})"
 
 
 def _markdown_paper(row: Row) -> str:

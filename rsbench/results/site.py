@@ -1,13 +1,14 @@
 """``rsbench site OUT/``: a static website from a results store (HTML, CSS and JS; no server: it opens from
 disk and serves from any static host). Templates (Jinja2) and assets are package data.
 
-Pages: ``index.html`` (the datasets), ``<dataset>.html`` (per σ: a certified-accuracy-vs-radius plot and
-one sortable table per certification protocol, so rows of different protocols are never ranked against
-each other) and ``runs/<id>.html`` (a run's protocol, provenance, training configuration and a histogram
-of its certified radii). Everything is read through the store's read-only calls and its per-run metrics.
-File names come from :func:`page_name`, never from a raw name; the site is built in a temporary folder
-beside ``OUT`` and swapped in whole, so a failed build leaves the previous site and no page of a run the
-store no longer holds survives a rebuild.
+Pages: ``index.html`` (the datasets), ``submit.html`` (how to submit a run record), ``<dataset>.html``
+(per σ: a certified-accuracy-vs-radius plot and one sortable table per certification protocol, so rows of
+different protocols are never ranked against each other, with 95% intervals and paper links) and
+``runs/<id>.html`` (a run's protocol, implementation knobs, source of an imported log, provenance,
+training configuration and a histogram of its certified radii). Everything is read through the store's
+read-only calls and its per-run metrics. File names come from :func:`page_name`, never from a raw name;
+the site is built in a temporary folder beside ``OUT`` and swapped in whole, so a failed build leaves the
+previous site and no page of a run the store no longer holds survives a rebuild.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import datetime
 import hashlib
 import importlib.resources
 import json
+import math
 import re
 import shutil
 import tempfile
@@ -31,12 +33,17 @@ from rsbench.errors import RsbenchError
 from rsbench.protocol import DESCRIPTION_FIELDS, PROTOCOL_FIELDS
 from rsbench.results import figures, render
 from rsbench.results.board import DEFAULT_RADII, Board, Row, build, radius_key
+from rsbench.results.escape import http_url
 from rsbench.results.records import model_info
+from rsbench.smoothing import IMPLEMENTATION_PARAMS
 from rsbench.store import RADIUS_STEP, Store
 
-SITE_COLUMNS = ["method", "params", "arch", "origin", "seeds", "acr"]
+SITE_COLUMNS = ["method", "params", "arch", "origin", "paper", "seeds", "acr"]
 TAIL_COLUMNS = ["clean", "abstain", "certifier", "draws", "n", "n0", "alpha", "examples", "budget"]
 HISTOGRAM_BINS = 30
+PAGES = ("index.html", "submit.html")  # pages of the whole site (the header links to them)
+IMPORTER_PROVENANCE = ("command", "host")  # an imported log's: the importer's machine, not the log's origin
+IMPLEMENTATION_PROVENANCE = ("device", "images_per_batch")
 
 
 def environment() -> jinja2.Environment:
@@ -57,34 +64,53 @@ def page_name(name: str) -> str:
     return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
+def protocol_params(certifier_params: dict[str, Any]) -> dict[str, Any]:
+    """A certifier's parameters less its implementation knobs (forward batch, compile), which change how the
+    certificates are computed, not what they are."""
+    return {k: v for k, v in certifier_params.items() if k not in IMPLEMENTATION_PARAMS}
+
+
+def paper_links(row: Row) -> list[dict[str, str]]:
+    """The paper cell's links: venue and year to the paper, "code" to its code, each only where the recorded
+    URL is http(s) (a record's URL is untrusted: ``javascript:`` never becomes a link)."""
+    links = [{"text": render.paper_text(row), "url": http_url(row.paper.get("paper_url")) or ""}]
+    code = http_url(row.paper.get("code_url"))
+    return links + ([{"text": "code", "url": code}] if code else [])
+
+
 def protocol_text(row: Row) -> str:
     examples = "unknown number of" if row.num_examples is None else f"{row.num_examples:,}"
     text = (
         f"certifier {row.certifier}, N = {row.n:,}, N0 = {row.n0 if row.n0 is not None else 'n/a'}, "
         f"α = {row.alpha:g}, {examples} {row.split} examples, budget {row.budget}"
     )
-    if row.certifier_params:
-        text += ", " + render.params_text(row.certifier_params)
+    certifier_params = protocol_params(row.certifier_params)
+    if certifier_params:
+        text += ", " + render.params_text(certifier_params)
     return text + (", radii on a grid (ACR is a lower bound)" if row.acr_kind == "lower_bound" else "")
 
 
 def table_context(board: Board, rows: list[Row]) -> dict[str, Any]:
-    """One protocol's rows as header cells and body cells (text, sort value, bold) plus run links."""
+    """One protocol's rows as header cells and body cells (text, its 95% interval as a second line, numeric
+    sort value, bold, links) plus run links."""
     available = render.columns(list(board.radii))
     shown = [available[k] for k in SITE_COLUMNS + [radius_key(r) for r in board.radii] + TAIL_COLUMNS]
-    texts, bold = render.cells(rows, shown, render.Detail(intervals=True))
+    texts, bold = render.cells(rows, shown)
     body = []
     for row, line, flags in zip(rows, texts, bold, strict=True):
-        values = [c.value(row) for c in shown]
-        body.append(
-            {
-                "cells": [
-                    {"text": t, "value": "" if v is None else v, "bold": f}
-                    for t, v, f in zip(line, values, flags, strict=True)
-                ],
-                "runs": row.runs,
-            }
-        )
+        cells = []
+        for column, text, flag in zip(shown, line, flags, strict=True):
+            value = column.value(row)
+            cells.append(
+                {
+                    "text": text,
+                    "interval": render.interval_text(row, column.key) if column.ranked else "",
+                    "value": "" if value is None else value,
+                    "bold": flag,
+                    "links": paper_links(row) if column.key == "paper" else [],
+                }
+            )
+        body.append({"cells": cells, "runs": row.runs})
     return {
         "protocol": protocol_text(rows[0]),
         "headers": [c.header for c in shown],
@@ -93,31 +119,47 @@ def table_context(board: Board, rows: list[Row]) -> dict[str, Any]:
     }
 
 
+def protocol_differences(tables: list[list[Row]]) -> str:
+    """The protocol fields that tell a σ's tables apart (``N, examples``), for the note above them."""
+    available = render.columns([])
+    differing = [
+        available[key].header
+        for key in render.PROTOCOL_COLUMNS
+        if key not in ("seeds", "draws") and len({available[key].text(rows[0], render.PLAIN) for rows in tables}) > 1
+    ]
+    if len({json.dumps(protocol_params(rows[0].certifier_params), sort_keys=True) for rows in tables}) > 1:
+        differing.append("certifier parameters")
+    if len({rows[0].acr_kind for rows in tables}) > 1:
+        differing.append("radius kind")
+    return ", ".join(differing) or "implementation knobs only"
+
+
 def sigma_sections(board: Board) -> list[dict[str, Any]]:
-    """Per σ: one table per protocol (reported rows sit with the protocol they state)."""
+    """Per σ: one table per protocol (reported rows sit with the protocol they state) and, where there are
+    several, the fields they differ in."""
     sections = []
-    rows = board.rows
-    for sigma in sorted({r.sigma for r in rows}):
+    for sigma in sorted({r.sigma for r in board.rows}):
         groups: dict[tuple, list[Row]] = {}
-        for row in (r for r in rows if r.sigma == sigma):
+        for row in (r for r in board.rows if r.sigma == sigma):
             groups.setdefault(row.protocol(), []).append(row)
         tables = [table_context(board, members) for members in groups.values()]
-        plotted = any(r.source == "reproduced" for r in rows if r.sigma == sigma)
-        sections.append({"sigma": sigma, "key": f"{sigma:.2f}", "tables": tables, "plotted": plotted})
+        differences = protocol_differences(list(groups.values())) if len(groups) > 1 else ""
+        sections.append({"sigma": sigma, "key": f"{sigma:.2f}", "tables": tables, "differences": differences})
     return sections
 
 
 def write_plots(store: Store, board: Board, folder: Path, sections: list[dict[str, Any]]) -> None:
-    for section in (s for s in sections if s["plotted"]):
+    for section in sections:
         path = folder / f"{page_name(board.dataset)}-sigma{section['key']}.svg"
         figures.save(figures.figure(store, board, [section["sigma"]]), [path])
         section["plot"] = f"plots/{path.name}"
 
 
 def histogram(metrics: Any) -> dict[str, Any]:
-    """Bars of the certified radii of correct, non-abstaining examples (ℓ2, [0,1] pixels), as fractions of
-    all examples, from the run's certified counts every 0.01 of radius; abstentions and wrong predictions
-    are counted apart."""
+    """Bars counting the correct, non-abstaining examples whose certified radius (ℓ2, [0,1] pixels) falls in
+    each bin (``height``: the count over the tallest bar's), from the run's certified counts every 0.01 of
+    radius, with axis ticks (``at``: the fraction of the axis); abstentions and wrong predictions are counted
+    apart."""
     counts = np.asarray(metrics.certified_counts, dtype=float)
     positive = np.nonzero(counts[1:] < counts[:-1])[0]  # the last step where the count still drops
     top = max(float((positive[-1] + 1) * RADIUS_STEP) if len(positive) else RADIUS_STEP, RADIUS_STEP)
@@ -126,6 +168,8 @@ def histogram(metrics: Any) -> dict[str, Any]:
     in_bin = [at[a] - at[b] if b < len(at) else at[a] for a, b in zip(edges[:-1], edges[1:], strict=True)]
     total = max(int(metrics.num_examples), 1)
     height = max(max(in_bin, default=1.0), 1.0)
+    magnitude = 10 ** math.floor(math.log10(height / 4)) if height >= 4 else 1
+    y_step = next(int(m * magnitude) for m in (1, 2, 5, 10) if m * magnitude >= height / 4)  # 1, 2, 5 × 10^k
     bars = [
         {
             "left": a * RADIUS_STEP,
@@ -139,6 +183,8 @@ def histogram(metrics: Any) -> dict[str, Any]:
     return {
         "bars": bars,
         "top": top,
+        "x_ticks": [{"at": k / 4, "text": f"{top * k / 4:.2f}"} for k in range(5)],
+        "y_ticks": [{"at": count / height, "text": f"{count:,}"} for count in range(0, int(height) + 1, y_step)],
         "abstained": int(metrics.num_abstain),
         "wrong": int(metrics.num_examples - metrics.num_correct - metrics.num_abstain),
         "total": int(metrics.num_examples),
@@ -175,9 +221,37 @@ TRAINING_FIELDS = (
 )  # fmt: skip
 
 
+def source_of(run: Any) -> list[dict[str, str]]:
+    """Where an imported log comes from (repository, commit, path, hash, notes: ``provenance["source"]``), each
+    value as text and, for the log's URL and the repository, an http(s) link; empty for other runs."""
+    source = (run.provenance or {}).get("source")
+    if not isinstance(source, dict):
+        return []
+    facts = []
+    for key, value in source.items():
+        if value in (None, "", [], {}):
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        url = http_url(value) if key == "url" else None
+        if key == "repo" and isinstance(value, str) and re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+            url = f"https://github.com/{value}"
+        facts.append({"key": key, "text": text, "url": url or ""})
+    return facts
+
+
+def implementation_of(run: Any) -> list[tuple[str, str]]:
+    """How the certification was computed, apart from its protocol: the certifier's knobs (forward batch,
+    compile), noisy copies per batch, images per batch, device (with CPU threads)."""
+    provenance = run.provenance or {}
+    knobs = [(k, json.dumps(v)) for k, v in (run.certifier_params or {}).items() if k in IMPLEMENTATION_PARAMS]
+    recorded = [("batch_size", str(run.batch_size))] if run.batch_size is not None else []
+    recorded += [(k, str(provenance[k])) for k in IMPLEMENTATION_PROVENANCE if provenance.get(k) is not None]
+    return knobs + recorded
+
+
 def run_context(run: Any, training: Any, metrics: Any) -> dict[str, Any]:
-    """A run page: protocol, run facts, provenance, model info, training configuration, radii histogram;
-    ``metrics`` is the run's row of :meth:`Store.run_metrics`."""
+    """A run page: protocol, implementation, run facts, source (an imported log), provenance, model info,
+    training configuration, radii histogram; ``metrics`` is the run's row of :meth:`Store.run_metrics`."""
     lower = bool(metrics.lower_bound)
     summary = [
         ("examples", f"{metrics.num_examples:,} of {run.num_planned:,} planned"),
@@ -185,15 +259,22 @@ def run_context(run: Any, training: Any, metrics: Any) -> dict[str, Any]:
         ("ACR" + (" (lower bound: grid radii)" if lower else ""), f"{'≥ ' if lower else ''}{metrics.acr:.4f}"),
         ("draws per image", f"{metrics.draws_sum / metrics.draws_count:,.0f}" if metrics.draws_count else "unknown"),
     ]
-    protocol = _fields(run, (*PROTOCOL_FIELDS, "protocol_key"))
-    facts = _fields(run, RUN_FIELDS)
-    provenance = {k: v for k, v in (run.provenance or {}).items() if k != "model_info"}
+    protocol = [
+        (name, json.dumps(protocol_params(run.certifier_params)) if name == "certifier_params" else text)
+        for name, text in _fields(run, (*PROTOCOL_FIELDS, "protocol_key"))
+    ]
+    facts = [(name, text) for name, text in _fields(run, RUN_FIELDS) if name != "batch_size"]
+    source = source_of(run)
+    hidden = {"model_info", "source", *IMPLEMENTATION_PROVENANCE, *(IMPORTER_PROVENANCE if source else ())}
+    provenance = {k: v for k, v in (run.provenance or {}).items() if k not in hidden}
     return {
         "run": run,
         "summary": summary,
         "protocol": protocol,
+        "implementation": implementation_of(run),
         "facts": facts,
         "indices": compact_indices(run.indices.get("planned", [])),
+        "source": source,
         "provenance": [
             (k, v if isinstance(v, str) else json.dumps(v, indent=1, default=str)) for k, v in provenance.items()
         ],
@@ -283,9 +364,10 @@ def _render_site(
                 "sigmas": ", ".join(f"{s:g}" for s in sorted({r.sigma for r in board.rows})),
             }
         )
-    index = out / "index.html"
+    index, submit = (out / name for name in PAGES)
     atomic_write_text(index, env.get_template("index.html").render(root="", datasets=summaries, store=store.url))
-    return [index, *pages]
+    atomic_write_text(submit, env.get_template("submit.html").render(root=""))
+    return [index, submit, *pages]
 
 
 def _swap_in(built: Path, out: Path) -> None:
