@@ -395,3 +395,17 @@ def test_a_reproduced_row_is_paired_with_the_papers_row_of_its_configuration(tmp
     text = render(board, "markdown", ["method", "acr", "vs_paper"])
     # (the stability row certifies the same examples: the two are tied, ≈)
     assert "| consistency | 0.4250 ≈ | -1.232 (Table 2: 1.657); -1.230 (Table 3: 1.655) |" in text
+
+
+def test_runs_apart_only_in_implementation_knobs_share_a_row(tmp_path):
+    """forward_batch and compile change how the draws are fed to the model, never a certificate: one
+    checkpoint certified with two forward batches is one model certified twice (a rerun), not two rows."""
+    store = open_store(str(tmp_path / "knobs.db"))
+    rows = make_rows([1, 2], [1, 2], [0.6, 0.2], [110] * 2)
+    add_run(store, rows, "gaussian", {}, 0, certifier_params={"forward_batch": 100})
+    add_run(store, rows, "gaussian", {}, 0, certifier_params={"forward_batch": 1000, "compile": True})
+    add_run(store, rows, "gaussian", {}, 0, certifier_params={"precision": "bfloat16"})
+    board = build(store, "mnist", RADII)
+    assert sorted((len(row.runs), row.reruns) for row in board.rows) == [(1, 0), (2, 1)]
+    shared = next(row for row in board.rows if len(row.runs) == 2)
+    assert "forward_batch" not in shared.certifier_params and shared.certifier_params["precision"] == "float32"

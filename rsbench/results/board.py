@@ -32,7 +32,7 @@ from rsbench.errors import RsbenchError
 from rsbench.params import params_to_dict, parse_params
 from rsbench.plugins import get_certifier, get_method
 from rsbench.results import examples, stats
-from rsbench.smoothing import max_certified_radius
+from rsbench.smoothing import IMPLEMENTATION_PARAMS, max_certified_radius
 from rsbench.store import Store, certified_count
 
 DEFAULT_RADII = tuple(round(0.25 * i, 2) for i in range(11))
@@ -263,7 +263,10 @@ def _model(run: dict[str, Any]) -> str:
 
 @functools.cache
 def _certifier_params(certifier: str, params: str) -> str:
-    return json.dumps(certifier_params_with_defaults(certifier, json.loads(params)), sort_keys=True)
+    """The certifier parameters that define a protocol: with defaults, without the implementation knobs
+    (forward batch, compile), which never change a certificate; runs apart only in those share a row."""
+    full = certifier_params_with_defaults(certifier, json.loads(params))
+    return json.dumps({k: v for k, v in full.items() if k not in IMPLEMENTATION_PARAMS}, sort_keys=True)
 
 
 def _run_table(store: Store, dataset: str) -> list[dict[str, Any]]:
