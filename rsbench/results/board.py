@@ -541,30 +541,15 @@ def restrict_to_common(rows: list[Row], outcomes_of: RowOutcomes, radii: tuple[f
     if len(shared) == 0:
         raise RsbenchError("the rows share no test example", "narrow the board, e.g. --sigma 0.5")
     for row in rows:
-        outcome = outcomes_of(row).on(shared)
-        per_model = []
-        for runs in outcome.models:
-            model = examples.Outcomes(shared, [runs])
-            acr_values = model.values("acr")
-            per_model.append(
-                {
-                    "acr": float(acr_values.mean()),
-                    "acr_variance": float(np.mean([np.maximum(r, 0.0).var() for r in runs])),
-                    **{radius_key(r): float(model.values(radius_key(r)).mean()) for r in radii},
-                    "clean": float(np.mean([(r >= 0).mean() for r in runs])),
-                    "abstain": float(np.mean([(r == examples.ABSTAINED).mean() for r in runs])),
-                }
-            )
+        per_model = outcomes_of(row).on(shared).per_model(radii)
+        intervals = _intervals(per_model, len(shared), radii)
         row.num_examples = len(shared)
         row.acr = Stat.of([m["acr"] for m in per_model])
         row.certified_accuracy = {radius_key(r): Stat.of([m[radius_key(r)] for m in per_model]) for r in radii}
         row.clean_accuracy = float(np.mean([m["clean"] for m in per_model]))
         row.abstain_rate = float(np.mean([m["abstain"] for m in per_model]))
-        intervals = _intervals(per_model, len(shared), radii)
-        row.acr_interval, row.certified_accuracy_interval = (
-            intervals["acr_interval"],
-            intervals["certified_accuracy_interval"],
-        )
+        row.acr_interval = intervals["acr_interval"]
+        row.certified_accuracy_interval = intervals["certified_accuracy_interval"]
     return shared
 
 

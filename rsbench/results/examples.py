@@ -53,6 +53,24 @@ class Outcomes:
             per_run = lambda radii: (radii >= radius).astype(float)  # noqa: E731
         return np.mean([np.mean([per_run(run) for run in runs], axis=0) for runs in self.models], axis=0)
 
+    def per_model(self, radii: Sequence[float]) -> list[dict[str, float]]:
+        """Each model's values over these examples, its runs averaged: ``acr``, ``acr_variance`` (of
+        correct × radius), certified accuracy at each radius (keyed ``"0.50"``), ``clean`` accuracy and
+        ``abstain`` rate: what a leaderboard row aggregates over models."""
+        values = []
+        for runs in self.models:
+            model = Outcomes(self.indices, [runs])
+            values.append(
+                {
+                    "acr": float(model.values("acr").mean()),
+                    "acr_variance": float(np.mean([np.maximum(run, 0.0).var() for run in runs])),
+                    **{f"{r:.2f}": float(model.values(f"{r:.2f}").mean()) for r in radii},
+                    "clean": float(np.mean([(run >= 0).mean() for run in runs])),
+                    "abstain": float(np.mean([(run == ABSTAINED).mean() for run in runs])),
+                }
+            )
+        return values
+
 
 def load_outcomes(store: Store, model_runs: Sequence[Sequence[int]]) -> Outcomes:
     """The outcomes of a row's runs (grouped by model) on the examples every one of them evaluated."""
