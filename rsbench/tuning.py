@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-CPU_FORWARD_BATCHES = (64, 128, 256)
-"""Noisy copies per CPU forward pass the tuner tries (a small model's pass then stays in cache)."""
+CPU_FORWARD_BATCHES = (128, 64, 256)
+"""Noisy copies per CPU forward pass the tuner tries, first first (a small model's pass stays in cache)."""
 
 
 def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -83,11 +83,14 @@ class Choice:
 class PassTuner:
     """Picks (threads, rows per pass) for the next forward pass from the timings of earlier ones.
 
-    First every choice runs one pass, in turn. Then the choice with the smallest median seconds per row
-    runs, except that whenever the passes spent on other choices have taken less than ``EXPLORE_SHARE`` of
-    all pass time, another choice runs once (one timed fewer than ``MEMORY`` times first, else the one
-    timed longest ago): the tuner notices within seconds when another process starts or stops competing
-    for the cores, and trying the others costs at most about ``EXPLORE_SHARE`` of the time.
+    First every choice runs one pass, in turn (pass sizes in the order given, each at every thread count),
+    except that a thread count whose first pass ran at under half the best rate tries no other pass size
+    then (a fresh process, as each ``rsbench certify`` is, pays for that start). Then the choice with the
+    smallest median seconds per row runs, except that whenever the passes spent on other choices have taken
+    less than ``EXPLORE_SHARE`` of all pass time, another choice runs once (one timed fewer than ``MEMORY``
+    times first, else the one timed longest ago): the tuner notices within seconds when another process
+    starts or stops competing for the cores, and trying the others costs at most about ``EXPLORE_SHARE``
+    of the time.
     """
 
     MEMORY = 3
@@ -96,7 +99,7 @@ class PassTuner:
     def __init__(self, threads: Sequence[int], rows: Sequence[int]):
         if not threads or not rows:
             raise ValueError("the tuner needs at least one thread count and one pass size")
-        self.choices = [Choice(t, r) for t in threads for r in rows]
+        self.choices = [Choice(t, r) for r in rows for t in threads]
         self.passes = 0
         self.total_seconds = 0.0
         self.explore_seconds = 0.0
@@ -108,10 +111,11 @@ class PassTuner:
 
     def choose(self) -> Choice:
         """The choice the next pass should use."""
-        untried = [c for c in self.choices if c.last_used < 0]
+        best = self.best
+        slow = {c.threads for c in self.choices if c.seconds_per_row and c.estimate > 2 * best.estimate}
+        untried = [c for c in self.choices if c.last_used < 0 and c.threads not in slow]
         if untried:
             return untried[0]
-        best = self.best
         if self.explore_seconds < self.EXPLORE_SHARE * self.total_seconds:
             others = [c for c in self.choices if c is not best]
             if others:

@@ -47,6 +47,12 @@ def test_tuner_tries_everything_then_keeps_the_fastest_and_follows_a_change():
     assert (tuner.best.threads, tuner.best.rows) == (2, 128)
 
 
+def test_a_thread_count_twice_as_slow_tries_no_other_pass_size_at_the_start():
+    tuner = PassTuner((1, 2), (128, 64, 256))
+    chosen = run(tuner, lambda c: 1.0 if c.threads == 1 else 5.0, 4)
+    assert chosen == [(1, 128), (2, 128), (1, 64), (1, 256)]
+
+
 def test_exploring_costs_about_the_explore_share_of_time():
     tuner = PassTuner((1, 2), (64, 128, 256))
     run(tuner, lambda c: 1.0 if c.threads == 1 else 10.0, 2000)
