@@ -12,7 +12,9 @@ accumulated on the classifier's device; no Python loop runs over samples.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,10 +27,11 @@ from torch import nn
 
 from rsbench.params import hyperparameter
 from rsbench.specs import Certificate, CertificationRequest, SmoothedClassifierBase
+from rsbench.tuning import CPU_FORWARD_BATCHES, PassTuner, available_cpus, thread_choices, threads_set
 
 ABSTAIN = -1
 PRECISIONS = ("float32", "bfloat16", "float16")
-CPU_FORWARD_BATCH = 128
+CPU_FORWARD_BATCH = 128  # the first pass size the CPU tuner tries, and the one used with compile
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,10 @@ class SpeedParams:
     :class:`SmoothedClassifier`; none of them changes the noise drawn."""
 
     forward_batch: int = hyperparameter(
-        0, "noisy copies per forward pass; 0 = what suits the device (128 on a CPU, the whole --batch on a GPU)", min=0
+        0,
+        "noisy copies per forward pass; 0 = what suits the device (on a CPU: 64-256 copies and the torch thread "
+        "count, both chosen by timing the passes; on a GPU: the whole --batch)",
+        min=0,
     )
     compile: bool = hyperparameter(False, "run the model through torch.compile (opt-in; first batches compile)")
     precision: str = hyperparameter(
@@ -57,9 +63,10 @@ def speed_options(params: SpeedParams) -> dict[str, Any]:
 
 
 def suited_forward_batch(device: torch.device) -> int | None:
-    """Noisy copies per forward pass that suit ``device``: 128 on a CPU, where a pass of a small model
-    (LeNet) then stays in cache (``benchmarks/certify_speed.py`` measures batches 64 to 1,000); ``None``
-    (the whole chunk of ``--batch`` draws) on accelerators, which want the largest pass that fits."""
+    """Noisy copies per forward pass that suit ``device`` before any timing: 128 on a CPU, where a pass of
+    a small model (LeNet) then stays in cache (``benchmarks/certify_speed.py`` measures batches 64 to
+    1,000; the CPU tuner then picks among 64, 128 and 256); ``None`` (the whole chunk of ``--batch``
+    draws) on accelerators, which want the largest pass that fits."""
     return CPU_FORWARD_BATCH if device.type == "cpu" else None
 
 
@@ -115,8 +122,10 @@ class SmoothedClassifier(SmoothedClassifierBase):
         compile: bool = False,
         precision: str = "float32",
     ):
-        """``forward_batch``: noisy copies per forward pass (``None``: what suits the device, see
-        :func:`suited_forward_batch`); it never changes the noise drawn, only how it is fed to the model.
+        """``forward_batch``: noisy copies per forward pass; ``None``: on a CPU, the pass size (64, 128 or
+        256) and torch's thread count (up to the CPUs this process may use, never above
+        ``torch.get_num_threads()``) are chosen by timing the passes (:mod:`rsbench.tuning`), on a GPU the
+        whole chunk; it never changes the noise drawn, only how it is fed to the model.
         ``compile``: run the model through ``torch.compile``. ``precision``: ``float32``, or on CUDA
         ``bfloat16``/``float16`` autocast for the forward pass only (noise stays float32): the certificate
         is then one of the reduced-precision classifier, whose predictions may differ from float32's."""
@@ -131,7 +140,9 @@ class SmoothedClassifier(SmoothedClassifierBase):
         self.sigma = sigma
         self.forward_batch = forward_batch
         self.precision = precision
+        self.compile = compile
         self._model = torch.compile(base_classifier, dynamic=False) if compile else base_classifier
+        self._tuners: dict[tuple[Any, ...], PassTuner] = {}
 
     def certify(
         self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int, generator: torch.Generator | None = None
@@ -220,26 +231,58 @@ class SmoothedClassifier(SmoothedClassifierBase):
         buffer = torch.empty((inputs * per_input, *xs.shape[1:]), device=xs.device, dtype=xs.dtype)
         counts = torch.zeros(inputs * self.num_classes, dtype=torch.long, device=xs.device)
         remaining = num
-        while remaining > 0:
-            size = min(per_input, remaining)
-            remaining -= size
-            chunk = buffer[: inputs * size].view(inputs, size, *xs.shape[1:])  # input-major, contiguous
-            for k, generator in enumerate(generators):
-                chunk[k].normal_(generator=generator)
-            chunk.mul_(self.sigma).add_(xs.unsqueeze(1))  # x_k + σ·δ, bit for bit
-            offsets = torch.arange(inputs, device=xs.device).repeat_interleave(size) * self.num_classes
-            predictions = self.classify(buffer[: inputs * size])
-            counts += torch.bincount(predictions + offsets, minlength=inputs * self.num_classes)
+        with threads_set() as threads:  # the tuner's thread count also runs the noise arithmetic
+            while remaining > 0:
+                size = min(per_input, remaining)
+                remaining -= size
+                chunk = buffer[: inputs * size].view(inputs, size, *xs.shape[1:])  # input-major, contiguous
+                for k, generator in enumerate(generators):
+                    chunk[k].normal_(generator=generator)
+                chunk.mul_(self.sigma).add_(xs.unsqueeze(1))  # x_k + σ·δ, bit for bit
+                offsets = torch.arange(inputs, device=xs.device).repeat_interleave(size) * self.num_classes
+                predictions = self.classify(buffer[: inputs * size], threads)
+                counts += torch.bincount(predictions + offsets, minlength=inputs * self.num_classes)
         return counts.view(inputs, self.num_classes)
 
-    def classify(self, batch: torch.Tensor) -> torch.Tensor:
-        """f's class for each row of ``batch`` (noisy inputs in [0,1]), ``forward_batch`` rows per pass."""
-        step = self.forward_batch or suited_forward_batch(batch.device) or len(batch)
+    def classify(self, batch: torch.Tensor, threads: threads_set | None = None) -> torch.Tensor:
+        """f's class for each row of ``batch`` (noisy inputs in [0,1]), ``forward_batch`` rows per pass, or,
+        with ``forward_batch=None`` on a CPU, as many rows and torch threads as :meth:`tuner` finds fastest
+        (``threads``: the caller's :class:`~rsbench.tuning.threads_set`, which restores torch's thread count
+        when the caller is done; by default this call restores it)."""
         autocast = torch.autocast(
             batch.device.type, dtype=getattr(torch, self.precision), enabled=self.precision != "float32"
         )
-        with autocast:
-            return torch.cat([self._model(batch[i : i + step]).argmax(1) for i in range(0, len(batch), step)])
+        tuner = self.tuner(batch) if self.forward_batch is None else None
+        if tuner is None:
+            step = self.forward_batch or suited_forward_batch(batch.device) or len(batch)
+            with autocast:
+                return torch.cat([self._model(batch[i : i + step]).argmax(1) for i in range(0, len(batch), step)])
+        predictions = []
+        setting = threads or threads_set()
+        with autocast, setting if threads is None else contextlib.nullcontext():
+            start = 0
+            while start < len(batch):
+                choice = tuner.choose()
+                rows = min(choice.rows, len(batch) - start)
+                setting.use(choice.threads)
+                started = time.perf_counter()
+                predictions.append(self._model(batch[start : start + rows]).argmax(1))
+                tuner.observe(choice, rows, time.perf_counter() - started)
+                start += rows
+        return torch.cat(predictions)
+
+    def tuner(self, batch: torch.Tensor) -> PassTuner | None:
+        """The :class:`~rsbench.tuning.PassTuner` of inputs shaped like ``batch``'s rows on its device (kept
+        for the classifier's life, so later certificates start from what earlier ones measured); None off
+        the CPU. With ``compile`` it tunes threads only (each new pass size would compile anew)."""
+        if batch.device.type != "cpu":
+            return None
+        key = (str(batch.device), tuple(batch.shape[1:]), batch.dtype)
+        if key not in self._tuners:
+            threads = thread_choices(min(torch.get_num_threads(), available_cpus()))
+            rows = (CPU_FORWARD_BATCH,) if self.compile else CPU_FORWARD_BATCHES
+            self._tuners[key] = PassTuner(threads, rows)
+        return self._tuners[key]
 
 
 def _check_sampling(value: int, name: str) -> None:
