@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 import typer.core
+from rich.markup import escape
 from rich.table import Table
 
 from rsbench.atomic import atomic_write_text, check_output_path
@@ -71,7 +72,7 @@ class ParamsCommand(typer.core.TyperCommand):
         try:
             things = self.described(ctx)
         except RsbenchError as error:
-            console.print(f"[red]{error.message}[/]", highlight=False)
+            console.print(f"[red]{escape(error.message)}[/]", highlight=False)
             return
         for flag, thing in things:
             console.print(f"\n{flag} {thing.name}: {thing.description}", markup=False, highlight=False)
@@ -385,7 +386,10 @@ def train(
         return
     store.record_training(config, result)
     speed = f", {result.images_per_second:,.0f} images/s" if result.images_per_second else ""
-    console.print(f"trained {config.method} on {config.dataset}: noisy test accuracy {result.test_accuracy:.4f}{speed}")
+    console.print(
+        f"trained {config.method} on {config.dataset}: noisy test accuracy {result.test_accuracy:.4f}{speed}",
+        markup=False,
+    )
     out(str(result.checkpoint))
 
 
@@ -559,9 +563,8 @@ def import_(
     if all(records):
         for path in files:
             run_id, added, skipped = import_record(store, path)
-            console.print(
-                f"{path}: run {run_id}, {added} rows added" + (f", {skipped} identical rows skipped" if skipped else "")
-            )
+            skipped_text = f", {skipped} identical rows skipped" if skipped else ""
+            console.print(f"{path}: run {run_id}, {added} rows added{skipped_text}", markup=False)
             out(str(run_id))
         return
     if dataset is None or method is None or sigma is None:
@@ -655,14 +658,14 @@ def export(
     store = open_store(db)
     if fmt == "tsv" and output is not None:
         count = export_tsv(store, run, output)
-        console.print(f"wrote {count} rows to {output}")
+        console.print(f"wrote {count} rows to {output}", markup=False)
         return
     document = record_of(store, run, {"paper": paper, "paper_url": paper_url, "extra_data": extra_data})
     if output is None:
         out(json.dumps(document, allow_nan=False))
         return
     write_record(document, output)
-    console.print(f"wrote run {run} ({len(document['rows'])} rows) to {output}")
+    console.print(f"wrote run {run} ({len(document['rows'])} rows) to {output}", markup=False)
 
 
 @app.command()
@@ -951,7 +954,7 @@ def site(
     from rsbench.store import open_store
 
     pages = build_site(open_store(db), out_dir, parse_radii(radii), include_reported=reported)
-    console.print(f"wrote {len(pages)} pages to {out_dir}")
+    console.print(f"wrote {len(pages)} pages to {out_dir}", markup=False)
     out(str(out_dir / "index.html"))
 
 
