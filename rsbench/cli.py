@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 import typer
 import typer.core
 from rich.markup import escape
-from rich.table import Table
 
 from rsbench.atomic import atomic_write_text, check_output_path
 from rsbench.errors import RsbenchError
@@ -771,13 +770,14 @@ def leaderboard(
 def reproduce(
     experiment: Annotated[str | None, typer.Argument(help="Experiment name (see --list).")] = None,
     budget: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="full (paper settings), paper-subset (paper settings on every 20th test image), quick (CPU "
-            "minutes) or smoke."
+            help="smoke (end-to-end check), quick (CPU minutes per row), paper-subset (the paper's training and "
+            "certification on every 20th test image) or full (the paper's protocol: GPU hours per row)."
         ),
-    ] = "full",
-    list_: Annotated[bool, typer.Option("--list", help="List the experiments.")] = False,
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the experiments and what each budget costs.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what is left and its cost, then stop.")] = False,
     data_dir: DataDirOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     output_dir: Annotated[Path, typer.Option(help="Where the leaderboard markdown goes.")] = Path("leaderboards"),
@@ -788,7 +788,9 @@ def reproduce(
     progress: ProgressOption = True,
 ):
     """Reproduce one of the paper's tables: train, certify and rank every row, skipping what the store already
-    holds (rerun after an interruption to continue). Prints the leaderboard.
+    holds (rerun after an interruption to continue). Prints what is left to do and its cost first (training
+    epochs, certification draws, and an estimated time from this machine's earlier runs in the store), then
+    the leaderboard.
 
     Examples:
 
@@ -796,39 +798,42 @@ def reproduce(
 
         rsbench reproduce table2-slice --budget quick
 
-        rsbench reproduce table3 --budget full --device cuda
+        rsbench reproduce table3 --budget full --device cuda --dry-run
 
         rsbench reproduce table2 --budget quick --methods stability --sigmas 0.5,1.0
     """
     from rsbench import reproduce as rp
+
+    if list_ or experiment is None:
+        from rsbench.results.tables import experiments_table
+
+        console.print(experiments_table(rp.experiment_costs(), {n: rp.budget_text(b) for n, b in rp.BUDGETS.items()}))
+        return
+    if budget is None:
+        fail(
+            f"choose a budget: --budget {', '.join(rp.BUDGETS)} (full is the paper's protocol, hours per row)",
+            "--budget quick runs on a CPU in minutes per row; `rsbench reproduce --list` shows what each costs",
+        )
+    rp.get_budget(budget)
+    rp.load_experiment(experiment)
     from rsbench.results.render import render
     from rsbench.store import open_store
 
-    if list_ or experiment is None:
-        table = Table(title="experiments (rsbench reproduce NAME --budget full|paper-subset|quick|smoke)")
-        table.add_column("name")
-        table.add_column("description")
-        for name, description in rp.list_experiments().items():
-            table.add_row(name, description)
-        console.print(table)
-        return
     store = open_store(db)
+    only_methods = [m.strip() for m in methods.split(",")] if methods else None
+    only_sigmas = list(parse_floats(sigmas, "--sigmas")) if sigmas is not None else None
+    if dry_run:
+        rp.announce(experiment, budget, store, str(runs_dir), device, only_methods, only_sigmas)
+        return
     board, timings = rp.reproduce(
-        experiment,
-        budget,
-        store,
-        str(data_dir) if data_dir else None,
-        str(runs_dir),
-        str(output_dir),
-        device,
-        progress,
-        methods=[m.strip() for m in methods.split(",")] if methods else None,
-        sigmas=list(parse_floats(sigmas, "--sigmas")) if sigmas is not None else None,
-    )
+        experiment, budget, store, str(data_dir) if data_dir else None, str(runs_dir), str(output_dir), device,
+        progress, only_methods, only_sigmas,
+    )  # fmt: skip
     for timing in timings:
         console.print(
             f"{timing['method']} σ={timing['sigma']} seed {timing['seed']}: train "
-            f"{timing['train_seconds']:.0f} s, certify {timing['certify_seconds']:.0f} s"
+            f"{timing['train_seconds']:.0f} s, certify {timing['certify_seconds']:.0f} s",
+            markup=False,
         )
     out(render(board, "markdown").rstrip("\n"))
 

@@ -1,5 +1,6 @@
-"""The terminal listings of ``rsbench runs`` and ``rsbench plugins`` (rich tables). Every cell is plain
-:class:`rich.text.Text`, never markup, so a name from a record or a plugin prints as it is."""
+"""The terminal listings of ``rsbench runs``, ``rsbench plugins`` and ``rsbench reproduce --list`` (rich
+tables). Every cell is plain :class:`rich.text.Text`, never markup, so a name from a record or a plugin prints
+as it is."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 from rich import box
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -68,3 +70,43 @@ def plugins_table(listing: list[dict[str, Any]]) -> Table:
         source = printable(f"{entry['source']} {entry['version']}".strip())
         table.add_row(Text(printable(entry["name"])), Text(source), lines)
     return table
+
+
+def experiments_table(listing: list[dict[str, Any]], budgets: dict[str, str]) -> Group:
+    """Every experiment (from :func:`rsbench.reproduce.experiment_costs`) with its rows and description;
+    per budget, the training images and certification draws of a reproduction from scratch; what each budget
+    does per row (``budgets``: name -> description)."""
+    experiments = Table(title="experiments: rsbench reproduce NAME --budget BUDGET", box=box.SIMPLE_HEAD)
+    experiments.add_column("name", no_wrap=True)
+    experiments.add_column("rows", justify="right", no_wrap=True)
+    experiments.add_column("description")
+    costs = Table(
+        title="cost from scratch: training images (epochs × images per epoch), certification draws; all rows",
+        box=box.SIMPLE_HEAD,
+        show_lines=True,
+    )
+    costs.add_column("name", no_wrap=True)
+    for budget in budgets:
+        costs.add_column(budget, justify="right", no_wrap=True)
+    for entry in listing:
+        experiment = Text(printable(entry["name"]))
+        experiments.add_row(experiment, Text(str(entry["rows"])), Text(printable(entry["description"])))
+        cells = [f"{amount(c['training_images'])} img\n{amount(c['draws'])} draws" for c in entry["costs"].values()]
+        costs.add_row(experiment, *(Text(cell) for cell in cells))
+    each = Table(title="budgets, per row", box=box.SIMPLE_HEAD)
+    each.add_column("budget", no_wrap=True)
+    each.add_column("training and certification")
+    for budget, text in budgets.items():
+        each.add_row(Text(printable(budget)), Text(printable(text)))
+    return Group(experiments, costs, each)
+
+
+def amount(count: float | None) -> str:
+    """A count in three significant digits: ``8.08M``, ``404k``, ``1,020``; ``?`` when unknown."""
+    if count is None:
+        return "?"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= size:
+            value = count / size
+            return f"{value:.{2 if value < 10 else 1 if value < 100 else 0}f}{unit}"
+    return f"{count:,.0f}"

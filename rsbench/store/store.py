@@ -398,6 +398,41 @@ class Store:
             rows = session.execute(query.order_by(CertificationRun.id)).all()
         return pd.DataFrame(rows, columns=[c.key for c in run_columns + metric_columns])
 
+    def training_speeds(self, dataset: str, arch: str) -> pd.DataFrame:
+        """Training runs of ``dataset`` and ``arch`` that measured their speed: ``method``, ``params``,
+        ``images_per_second`` and the ``host`` and ``device`` their provenance names."""
+        query = select(TrainingRun.method, TrainingRun.params, TrainingRun.images_per_second, TrainingRun.provenance)
+        query = query.where(
+            TrainingRun.dataset == dataset, TrainingRun.arch == arch, TrainingRun.images_per_second.is_not(None)
+        )
+        with self.session(write=False) as session:
+            rows = session.execute(query.order_by(TrainingRun.id)).all()
+        return pd.DataFrame(
+            [(method, params, speed, where.get("host"), where.get("device")) for method, params, speed, where in rows],
+            columns=["method", "params", "images_per_second", "host", "device"],
+        )
+
+    def certification_speeds(self, dataset: str, arch: str) -> pd.DataFrame:
+        """Certifications of ``dataset`` by ``arch`` models run here (not imported), one line per run: its
+        rows' ``draws`` and ``seconds`` summed, and the ``host`` and ``device`` its provenance names."""
+        query = (
+            select(CertificationRun.provenance, func.sum(Result.draws), func.sum(Result.seconds))
+            .join(Result, Result.run_id == CertificationRun.id)
+            .where(
+                CertificationRun.dataset == dataset,
+                CertificationRun.arch == arch,
+                CertificationRun.kind == "certify",
+                CertificationRun.origin == "rsbench",
+            )
+            .group_by(CertificationRun.id)
+        )
+        with self.session(write=False) as session:
+            rows = session.execute(query.order_by(CertificationRun.id)).all()
+        return pd.DataFrame(
+            [(draws, seconds, where.get("host"), where.get("device")) for where, draws, seconds in rows],
+            columns=["draws", "seconds", "host", "device"],
+        )
+
     def result_counts(self, run_ids: list[int]) -> dict[int, int]:
         """How many rows each run holds, counted in the database."""
         query = select(Result.run_id, func.count()).where(Result.run_id.in_(run_ids)).group_by(Result.run_id)
