@@ -675,11 +675,11 @@ def runs(
     db: DbOption = None,
 ):
     """List certification runs in the store (origin says ``predict`` for predictions and ``running`` for an
-    unfinished run).
+    unfinished run). Numbers are never cut: on a narrow terminal the method and origin columns fold.
 
     Examples: `rsbench runs --dataset mnist`, `rsbench runs --limit 10`
     """
-    from rsbench.results.tables import runs_table
+    from rsbench.results.tables import print_whole, runs_table
     from rsbench.store import open_store
 
     if limit is not None and limit < 1:
@@ -688,7 +688,7 @@ def runs(
     frame = store.runs(dataset, kind=None)
     if limit is not None:
         frame = frame.tail(limit)
-    console.print(runs_table(frame, store.result_counts(frame["id"].tolist()), store.url))
+    print_whole(console, runs_table(frame, store.result_counts(frame["id"].tolist()), store.url))
 
 
 # --------------------------------------------------------------------------------------- leaderboard
@@ -805,9 +805,10 @@ def reproduce(
     from rsbench import reproduce as rp
 
     if list_ or experiment is None:
-        from rsbench.results.tables import experiments_table
+        from rsbench.results.tables import experiments_table, print_whole
 
-        console.print(experiments_table(rp.experiment_costs(), {n: rp.budget_text(b) for n, b in rp.BUDGETS.items()}))
+        budgets = {name: rp.budget_text(b) for name, b in rp.BUDGETS.items()}
+        print_whole(console, experiments_table(rp.experiment_costs(), budgets))
         return
     if budget is None:
         fail(

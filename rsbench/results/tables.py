@@ -8,7 +8,9 @@ from typing import Any
 
 import pandas as pd
 from rich import box
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.measure import Measurement
+from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
 
@@ -16,36 +18,53 @@ from rsbench.results.escape import printable
 from rsbench.results.render import params_text
 
 RUN_COLUMNS = ("id", "dataset", "method", "σ", "seed", "N", "examples", "budget", "origin")
+NUMERIC_RUN_COLUMNS = ("id", "σ", "seed", "N", "examples")
+FOLDED_RUN_COLUMNS = ("method", "origin")
 
 
 def runs_table(runs: pd.DataFrame, counts: dict[int, int], store_url: str) -> Table:
     """One line per run (``runs``: the store's runs table): its model, σ, N, examples done of planned, budget,
     and its origin with notes (``predict`` for a prediction, ``running`` for an unfinished run)."""
-    table = Table(
-        title=Text(printable(f"runs in {store_url}")),
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        collapse_padding=True,
-        pad_edge=False,
-    )
+    table = Table(title=Text(printable(f"runs in {store_url}")), box=box.SIMPLE_HEAD, padding=0)
+    for column in RUN_COLUMNS:  # method and origin wrap, folding a word where they must; the others never break
+        table.add_column(
+            column,
+            no_wrap=column not in FOLDED_RUN_COLUMNS,
+            overflow="fold",
+            justify="right" if column in NUMERIC_RUN_COLUMNS else "left",
+        )
     runs = runs.astype(object).where(runs.notna(), None)
-    lines = []
     for row in runs.itertuples():
         method = f"{row.method} ({params_text(row.params)})" if row.params else row.method
         notes = [row.kind] * (row.kind != "certify") + [row.status] * (row.status != "complete")
         done = counts.get(row.id, 0)
         examples = f"{done:,}" if done == row.num_planned else f"{done:,}/{row.num_planned:,}"
         cells = [str(row.id), row.dataset, method, f"{row.sigma:g}", "-" if row.seed is None else str(row.seed)]
-        lines.append([*cells, f"{row.n:,}", examples, row.budget or "full", ", ".join([row.origin, *notes])])
-    for index, column in enumerate(RUN_COLUMNS):
-        if column == "method":  # the one column that wraps (between parameters), the others keep their width
-            table.add_column(column, min_width=12, overflow="fold")
-        else:
-            width = max([len(column), *(len(line[index]) for line in lines)])
-            table.add_column(column, no_wrap=True, min_width=width)
-    for line in lines:
-        table.add_row(*(Text(printable(cell)) for cell in line))
+        cells += [f"{row.n:,}", examples, row.budget or "full", ", ".join([row.origin, *notes])]
+        table.add_row(
+            *(
+                (FoldableText if column in FOLDED_RUN_COLUMNS else Text)(printable(cell))
+                for column, cell in zip(RUN_COLUMNS, cells, strict=True)
+            )
+        )
     return table
+
+
+class FoldableText(Text):
+    """Text its column may fold inside a word, so it asks for only 4 columns: on a narrow terminal
+    :func:`print_whole` narrows it rather than cut a cell that must not break."""
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        measurement = super().__rich_measure__(console, options)
+        return Measurement(min(measurement.minimum, 4), measurement.maximum)
+
+
+def print_whole(console: Console, renderable: RenderableType) -> None:
+    """Print ``renderable`` at the console's width, or wider where that cannot hold it: rich would otherwise
+    cut cells that must not wrap (a number's digits, a name) to fit; a narrow terminal wraps the lines."""
+    needed = console.measure(renderable, options=console.options.update(max_width=10_000)).minimum
+    width = max(console.width, needed)
+    console.print(Segments(console.render(renderable, console.options.update_width(width))), crop=False)
 
 
 def plugins_table(listing: list[dict[str, Any]]) -> Table:
