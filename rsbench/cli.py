@@ -674,8 +674,10 @@ def runs(
     limit: Annotated[int | None, typer.Option(help="Only the LIMIT most recent runs.")] = None,
     db: DbOption = None,
 ):
-    """List certification runs in the store (origin says ``predict`` for predictions and ``running`` for an
-    unfinished run). Numbers are never cut: on a narrow terminal the method and origin columns fold.
+    """List certification runs in the store. The origin column says `predict` for predictions and, for an
+    unfinished run, `running` (a process on this machine certifies it), `incomplete` (interrupted: rerun its
+    command to resume it) or `running on HOST?` (started on another machine, which cannot be checked here).
+    Numbers are never cut: on a narrow terminal the method and origin columns fold.
 
     Examples: `rsbench runs --dataset mnist`, `rsbench runs --limit 10`
     """

@@ -20,7 +20,17 @@ def rows(db):
         return connection.execute(query).fetchall()
 
 
+def listed_origin(db) -> str:
+    """The origin column of run 1 in ``rsbench runs`` (origin and notes: ``rsbench, running``)."""
+    listed = runner.invoke(app, ["runs", "--db", str(db)], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    line = next(line for line in listed.stderr.splitlines() if line.split()[:2] == ["1", "mnist"])
+    return line.split(maxsplit=8)[8].strip()
+
+
 def test_certify_resumes_after_being_killed(toy_checkpoint, toy_mnist_root, tmp_path):
+    """Killed mid-way (SIGKILL: no chance to say so), the run is listed as incomplete, no longer running;
+    rerunning the command completes it with the rows an uninterrupted run has."""
     args = [
         "certify",
         str(toy_checkpoint),
@@ -55,13 +65,16 @@ def test_certify_resumes_after_being_killed(toy_checkpoint, toy_mnist_root, tmp_
                     break
             except sqlite3.OperationalError:
                 pass
+    assert listed_origin(killed_db) == "rsbench, running"
     process.send_signal(signal.SIGKILL)
     process.wait(30)
+    assert listed_origin(killed_db) == "rsbench, incomplete"
     partial = rows(killed_db)
     assert 5 <= len(partial) < 40, "the run was not interrupted midway"
 
     resumed = runner.invoke(app, [*args, "--db", str(killed_db)])
     assert resumed.exit_code == 0, resumed.output
+    assert listed_origin(killed_db) == "rsbench"
     straight = runner.invoke(app, [*args, "--db", str(tmp_path / "straight.db")])
     assert straight.exit_code == 0, straight.output
     assert rows(killed_db) == rows(tmp_path / "straight.db")

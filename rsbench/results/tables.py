@@ -14,6 +14,7 @@ from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
 
+from rsbench.processes import activity
 from rsbench.results.escape import printable
 from rsbench.results.render import params_text
 
@@ -24,7 +25,8 @@ FOLDED_RUN_COLUMNS = ("method", "origin")
 
 def runs_table(runs: pd.DataFrame, counts: dict[int, int], store_url: str) -> Table:
     """One line per run (``runs``: the store's runs table): its model, σ, N, examples done of planned, budget,
-    and its origin with notes (``predict`` for a prediction, ``running`` for an unfinished run)."""
+    and its origin with notes: ``predict`` for a prediction, and for an unfinished run ``running``,
+    ``incomplete`` or ``running on HOST?`` (:func:`rsbench.processes.activity`)."""
     table = Table(title=Text(printable(f"runs in {store_url}")), box=box.SIMPLE_HEAD, padding=0)
     for column in RUN_COLUMNS:  # method and origin wrap, folding a word where they must; the others never break
         table.add_column(
@@ -34,9 +36,11 @@ def runs_table(runs: pd.DataFrame, counts: dict[int, int], store_url: str) -> Ta
             justify="right" if column in NUMERIC_RUN_COLUMNS else "left",
         )
     runs = runs.astype(object).where(runs.notna(), None)
+    states: set[str] = set()
     for row in runs.itertuples():
         method = f"{row.method} ({params_text(row.params)})" if row.params else row.method
-        notes = [row.kind] * (row.kind != "certify") + [row.status] * (row.status != "complete")
+        state = activity(row.status, row.provenance)
+        notes = [row.kind] * (row.kind != "certify") + [state] * (state != "complete")
         done = counts.get(row.id, 0)
         examples = f"{done:,}" if done == row.num_planned else f"{done:,}/{row.num_planned:,}"
         cells = [str(row.id), row.dataset, method, f"{row.sigma:g}", "-" if row.seed is None else str(row.seed)]
@@ -47,6 +51,13 @@ def runs_table(runs: pd.DataFrame, counts: dict[int, int], store_url: str) -> Ta
                 for column, cell in zip(RUN_COLUMNS, cells, strict=True)
             )
         )
+        states.add(state)
+    explained = []
+    if "incomplete" in states:
+        explained.append("incomplete: interrupted, no process certifies it; rerunning its command resumes it")
+    if any(state.startswith("running on") for state in states):
+        explained.append("running on HOST?: its processes ran on another machine, which cannot be checked here")
+    table.caption = "\n".join(explained) or None
     return table
 
 
