@@ -307,6 +307,8 @@ Examples:
 
     rsbench train --preset mnist-consistency-0.50 --train-limit 2000 --epochs 1
 
+    rsbench train --preset mnist-consistency-0.50 --config-example > run.toml   # every setting, commented
+
     rsbench train --config run.toml --seed 3
 """
 
@@ -325,6 +327,12 @@ def train(
     config_file: Annotated[
         Path | None, typer.Option("--config", help="YAML or TOML file of settings; flags override.")
     ] = None,
+    config_example: Annotated[
+        bool,
+        typer.Option(
+            "--config-example", help="Print the run's settings as a commented --config file (TOML), then stop."
+        ),
+    ] = False,
     param: Annotated[list[str] | None, typer.Option(help="Method hyperparameter key=value.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: paper schedule).")] = None,
     batch: Annotated[int | None, typer.Option(help="Loader batch size (default 256).")] = None,
@@ -377,6 +385,11 @@ def train(
         "milestones": parse_ints(milestones, "--milestones") if milestones is not None else None,
         "params": {**parse_key_values(param), **parse_extra_flags(ctx.args)},
     }
+    if config_example:  # with no dataset or σ given, an MNIST run at σ = 0.5
+        from rsbench.config import config_example as example
+
+        out(example(train_config(preset, config_file, flags, base={"dataset": "mnist", "sigma": 0.5})).rstrip("\n"))
+        return
     config = train_config(preset, config_file, flags)
     main_rank = current_world(config.device).main  # under torchrun, rank 0 alone records and reports
     store = DeferredStore(db) if main_rank else None  # opened once the run is validated, before training
