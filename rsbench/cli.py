@@ -830,14 +830,13 @@ def reproduce(
             f"choose a budget: --budget {', '.join(rp.BUDGETS)} (full is the paper's protocol, hours per row)",
             "--budget quick runs on a CPU in minutes per row; `rsbench reproduce --list` shows what each costs",
         )
-    rp.get_budget(budget)
-    rp.load_experiment(experiment)
+    only_methods = [m.strip() for m in methods.split(",")] if methods else None
+    only_sigmas = list(parse_floats(sigmas, "--sigmas")) if sigmas is not None else None
+    rp.plan(rp.load_experiment(experiment), rp.get_budget(budget), str(runs_dir), only_methods, only_sigmas)
     from rsbench.results.render import render
     from rsbench.store import open_store
 
-    store = open_store(db)
-    only_methods = [m.strip() for m in methods.split(",")] if methods else None
-    only_sigmas = list(parse_floats(sigmas, "--sigmas")) if sigmas is not None else None
+    store = open_store(db)  # once the experiment, budget and selection are valid
     if dry_run:
         rp.announce(experiment, budget, store, str(runs_dir), device, only_methods, only_sigmas)
         return

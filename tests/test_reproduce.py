@@ -111,7 +111,10 @@ def test_reproduce_without_a_budget_names_the_budgets_and_starts_nothing(tmp_pat
     line = result.stderr.strip()
     assert "\n" not in line and line.startswith("rsbench: error: choose a budget")
     assert "smoke, quick, paper-subset, full" in line and "(hint: --budget quick" in line
-    assert not db.exists() and list(tmp_path.iterdir()) == []
+    typo = ["reproduce", "table2", "--budget", "quick", "--methods", "gausian", "--db", str(db)]
+    unmatched = runner.invoke(app, typo)
+    assert unmatched.exit_code == 2 and "no row of table2 matches" in unmatched.stderr
+    assert not db.exists() and list(tmp_path.iterdir()) == []  # refused before the store is opened
 
 
 def speed_of_training(store, method, params, images_per_second, host, device):
