@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -185,6 +185,23 @@ def certify_chunk(job: CertificationJob, indices: Sequence[int], images: torch.T
     return [Certificate(prediction, 0.0, job.request.n) for prediction in predictions]
 
 
+class Outcome(NamedTuple):
+    """What the progress line counts of one example."""
+
+    correct: int
+    radius: float
+    abstained: bool
+
+
+def progress_status(kind: str, outcomes: Sequence[Outcome]) -> str:
+    """The progress line's running figures: accuracy and ACR for CERTIFY; accuracy and the share of
+    abstentions for PREDICT, which has no radius."""
+    accuracy = sum(o.correct for o in outcomes) / len(outcomes)
+    if kind == "certify":
+        return f"accuracy {accuracy:.3f}  ACR {sum(o.correct * o.radius for o in outcomes) / len(outcomes):.3f}"
+    return f"accuracy {accuracy:.3f}  abstained {sum(o.abstained for o in outcomes) / len(outcomes):.3f}"
+
+
 def record(
     job: CertificationJob,
     store: Store,
@@ -192,8 +209,8 @@ def record(
     labels: Sequence[int],
     certificates: Sequence[Certificate],
     seconds: float,
-) -> list[tuple[int, float]]:
-    """Commit one row per example (one transaction); returns (correct, radius) per row for the progress line."""
+) -> list[Outcome]:
+    """Commit one row per example (one transaction); returns each row's :class:`Outcome` for the progress line."""
     config = job.config
     certifying = config.kind == "certify"
     rows = [
@@ -215,7 +232,10 @@ def record(
         for index, label, certificate in zip(indices, labels, certificates, strict=True)
     ]
     store.add_certificates(job.run_id, rows)
-    return [(int(c.prediction == label), c.radius) for label, c in zip(labels, certificates, strict=True)]
+    return [
+        Outcome(int(c.prediction == label), c.radius, c.prediction == -1)
+        for label, c in zip(labels, certificates, strict=True)
+    ]
 
 
 def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reuse_complete: bool = False) -> int:
@@ -239,7 +259,9 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reu
             f"see `rsbench runs` or `rsbench export {job.run_id}`; change --seed for another run",
         )
     previous = store.results([job.run_id])
-    outcomes = list(zip(previous["correct"].tolist(), previous["radius"].tolist(), strict=True))
+    outcomes = [
+        Outcome(int(row.correct), float(row.radius), row.predict == -1) for row in previous.itertuples(index=False)
+    ]
     group = config.images_per_batch
     mine = world.shard(job.todo)
     with make_progress(show_progress and world.main) as progress:
@@ -253,10 +275,7 @@ def certify(config: CertifyConfig, store: Store, show_progress: bool = True, reu
             certificates = certify_chunk(job, chunk, torch.stack([x for x, _ in examples]))
             labels = [int(y) for _, y in examples]
             outcomes += record(job, store, chunk, labels, certificates, time.perf_counter() - started)
-            status = f"accuracy {sum(c for c, _ in outcomes) / len(outcomes):.3f}"
-            if config.kind == "certify":
-                status += f"  ACR {sum(c * r for c, r in outcomes) / len(outcomes):.3f}"
-            progress.update(task, advance=len(chunk), status=status)
+            progress.update(task, advance=len(chunk), status=progress_status(config.kind, outcomes))
     world.barrier()
     if world.main:
         store.finish_run(job.run_id)

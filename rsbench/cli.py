@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 import typer.core
-from rich.table import Table
+from rich.markup import escape
 
 from rsbench.atomic import atomic_write_text, check_output_path, json_text
 from rsbench.errors import RsbenchError, check_sigma
@@ -71,7 +71,7 @@ class ParamsCommand(typer.core.TyperCommand):
         try:
             things = self.described(ctx)
         except RsbenchError as error:
-            console.print(f"[red]{error.message}[/]", highlight=False)
+            console.print(f"[red]{escape(error.message)}[/]", highlight=False)
             return
         for flag, thing in things:
             console.print(f"\n{flag} {thing.name}: {thing.description}", markup=False, highlight=False)
@@ -307,6 +307,8 @@ Examples:
 
     rsbench train --preset mnist-consistency-0.50 --train-limit 2000 --epochs 1
 
+    rsbench train --preset mnist-consistency-0.50 --config-example > run.toml   # every setting, commented
+
     rsbench train --config run.toml --seed 3
 """
 
@@ -325,6 +327,12 @@ def train(
     config_file: Annotated[
         Path | None, typer.Option("--config", help="YAML or TOML file of settings; flags override.")
     ] = None,
+    config_example: Annotated[
+        bool,
+        typer.Option(
+            "--config-example", help="Print the run's settings as a commented --config file (TOML), then stop."
+        ),
+    ] = False,
     param: Annotated[list[str] | None, typer.Option(help="Method hyperparameter key=value.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: paper schedule).")] = None,
     batch: Annotated[int | None, typer.Option(help="Loader batch size (default 256).")] = None,
@@ -377,6 +385,11 @@ def train(
         "milestones": parse_ints(milestones, "--milestones") if milestones is not None else None,
         "params": {**parse_key_values(param), **parse_extra_flags(ctx.args)},
     }
+    if config_example:  # with no dataset or σ given, an MNIST run at σ = 0.5
+        from rsbench.config import config_example as example
+
+        out(example(train_config(preset, config_file, flags, base={"dataset": "mnist", "sigma": 0.5})).rstrip("\n"))
+        return
     config = train_config(preset, config_file, flags)
     main_rank = current_world(config.device).main  # under torchrun, rank 0 alone records and reports
     store = DeferredStore(db) if main_rank else None  # opened once the run is validated, before training
@@ -385,7 +398,10 @@ def train(
         return
     store.record_training(config, result)
     speed = f", {result.images_per_second:,.0f} images/s" if result.images_per_second else ""
-    console.print(f"trained {config.method} on {config.dataset}: noisy test accuracy {result.test_accuracy:.4f}{speed}")
+    console.print(
+        f"trained {config.method} on {config.dataset}: noisy test accuracy {result.test_accuracy:.4f}{speed}",
+        markup=False,
+    )
     out(str(result.checkpoint))
 
 
@@ -559,9 +575,8 @@ def import_(
     if all(records):
         for path in files:
             run_id, added, skipped = import_record(store, path)
-            console.print(
-                f"{path}: run {run_id}, {added} rows added" + (f", {skipped} identical rows skipped" if skipped else "")
-            )
+            skipped_text = f", {skipped} identical rows skipped" if skipped else ""
+            console.print(f"{path}: run {run_id}, {added} rows added{skipped_text}", markup=False)
             out(str(run_id))
         return
     if dataset is None or method is None or sigma is None:
@@ -655,14 +670,14 @@ def export(
     store = open_store(db)
     if fmt == "tsv" and output is not None:
         count = export_tsv(store, run, output)
-        console.print(f"wrote {count} rows to {output}")
+        console.print(f"wrote {count} rows to {output}", markup=False)
         return
     document = record_of(store, run, {"paper": paper, "paper_url": paper_url, "extra_data": extra_data})
     if output is None:
         out(json.dumps(document, allow_nan=False))
         return
     write_record(document, output)
-    console.print(f"wrote run {run} ({len(document['rows'])} rows) to {output}")
+    console.print(f"wrote run {run} ({len(document['rows'])} rows) to {output}", markup=False)
 
 
 @app.command()
@@ -672,12 +687,14 @@ def runs(
     limit: Annotated[int | None, typer.Option(help="Only the LIMIT most recent runs.")] = None,
     db: DbOption = None,
 ):
-    """List certification runs in the store (origin says ``predict`` for predictions and ``running`` for an
-    unfinished run).
+    """List certification runs in the store. The origin column says `predict` for predictions and, for an
+    unfinished run, `running` (a process on this machine certifies it), `incomplete` (interrupted: rerun its
+    command to resume it) or `running on HOST?` (started on another machine, which cannot be checked here).
+    Numbers are never cut: on a narrow terminal the method and origin columns fold.
 
     Examples: `rsbench runs --dataset mnist`, `rsbench runs --limit 10`
     """
-    from rsbench.results.tables import runs_table
+    from rsbench.results.tables import print_whole, runs_table
     from rsbench.store import open_store
 
     if limit is not None and limit < 1:
@@ -686,7 +703,7 @@ def runs(
     frame = store.runs(dataset, kind=None)
     if limit is not None:
         frame = frame.tail(limit)
-    console.print(runs_table(frame, store.result_counts(frame["id"].tolist()), store.url))
+    print_whole(console, runs_table(frame, store.result_counts(frame["id"].tolist()), store.url))
 
 
 # --------------------------------------------------------------------------------------- leaderboard
@@ -824,13 +841,14 @@ def compare(
 def reproduce(
     experiment: Annotated[str | None, typer.Argument(help="Experiment name (see --list).")] = None,
     budget: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="full (paper settings), paper-subset (paper settings on every 20th test image), quick (CPU "
-            "minutes) or smoke."
+            help="smoke (end-to-end check), quick (CPU minutes per row), paper-subset (the paper's training and "
+            "certification on every 20th test image) or full (the paper's protocol: GPU hours per row)."
         ),
-    ] = "full",
-    list_: Annotated[bool, typer.Option("--list", help="List the experiments.")] = False,
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the experiments and what each budget costs.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what is left and its cost, then stop.")] = False,
     data_dir: DataDirOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     output_dir: Annotated[Path, typer.Option(help="Where the leaderboard markdown goes.")] = Path("leaderboards"),
@@ -841,7 +859,9 @@ def reproduce(
     progress: ProgressOption = True,
 ):
     """Reproduce one of the paper's tables: train, certify and rank every row, skipping what the store already
-    holds (rerun after an interruption to continue). Prints the leaderboard.
+    holds (rerun after an interruption to continue). Prints what is left to do and its cost first (training
+    epochs, certification draws, and an estimated time from this machine's earlier runs in the store), then
+    the leaderboard.
 
     Examples:
 
@@ -849,39 +869,42 @@ def reproduce(
 
         rsbench reproduce table2-slice --budget quick
 
-        rsbench reproduce table3 --budget full --device cuda
+        rsbench reproduce table3 --budget full --device cuda --dry-run
 
         rsbench reproduce table2 --budget quick --methods stability --sigmas 0.5,1.0
     """
     from rsbench import reproduce as rp
+
+    if list_ or experiment is None:
+        from rsbench.results.tables import experiments_table, print_whole
+
+        budgets = {name: rp.budget_text(b) for name, b in rp.BUDGETS.items()}
+        print_whole(console, experiments_table(rp.experiment_costs(), budgets))
+        return
+    if budget is None:
+        fail(
+            f"choose a budget: --budget {', '.join(rp.BUDGETS)} (full is the paper's protocol, hours per row)",
+            "--budget quick runs on a CPU in minutes per row; `rsbench reproduce --list` shows what each costs",
+        )
+    only_methods = [m.strip() for m in methods.split(",")] if methods else None
+    only_sigmas = list(parse_floats(sigmas, "--sigmas")) if sigmas is not None else None
+    rp.plan(rp.load_experiment(experiment), rp.get_budget(budget), str(runs_dir), only_methods, only_sigmas)
     from rsbench.results.render import render
     from rsbench.store import open_store
 
-    if list_ or experiment is None:
-        table = Table(title="experiments (rsbench reproduce NAME --budget full|paper-subset|quick|smoke)")
-        table.add_column("name")
-        table.add_column("description")
-        for name, description in rp.list_experiments().items():
-            table.add_row(name, description)
-        console.print(table)
+    store = open_store(db)  # once the experiment, budget and selection are valid
+    if dry_run:
+        rp.announce(experiment, budget, store, str(runs_dir), device, only_methods, only_sigmas)
         return
-    store = open_store(db)
     board, timings = rp.reproduce(
-        experiment,
-        budget,
-        store,
-        str(data_dir) if data_dir else None,
-        str(runs_dir),
-        str(output_dir),
-        device,
-        progress,
-        methods=[m.strip() for m in methods.split(",")] if methods else None,
-        sigmas=list(parse_floats(sigmas, "--sigmas")) if sigmas is not None else None,
-    )
+        experiment, budget, store, str(data_dir) if data_dir else None, str(runs_dir), str(output_dir), device,
+        progress, only_methods, only_sigmas,
+    )  # fmt: skip
     for timing in timings:
         console.print(
             f"{timing['method']} σ={timing['sigma']} seed {timing['seed']}: train "
-            f"{timing['train_seconds']:.0f} s, certify {timing['certify_seconds']:.0f} s"
+            f"{timing['train_seconds']:.0f} s, certify {timing['certify_seconds']:.0f} s",
+            markup=False,
         )
     out(render(board, "markdown").rstrip("\n"))
 
@@ -1007,7 +1030,7 @@ def site(
     from rsbench.store import open_store
 
     pages = build_site(open_store(db), out_dir, parse_radii(radii), include_reported=reported)
-    console.print(f"wrote {len(pages)} pages to {out_dir}")
+    console.print(f"wrote {len(pages)} pages to {out_dir}", markup=False)
     out(str(out_dir / "index.html"))
 
 

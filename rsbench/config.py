@@ -10,6 +10,7 @@ A setting travels: CLI flag -> :func:`train_config` -> :class:`TrainConfig` -> `
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from pathlib import Path
@@ -19,35 +20,52 @@ import yaml
 
 from rsbench.errors import RsbenchError, did_you_mean
 from rsbench.methods import Preset
-from rsbench.plugins import get_dataset, get_manager
+from rsbench.params import describe_params, params_to_dict, parse_params
+from rsbench.plugins import get_dataset, get_manager, get_method
 from rsbench.protocol import RunKind, Split
+
+
+def setting(help: str, example: Any = None, **field: Any) -> Any:
+    """A :class:`TrainConfig` field with its one-line help and, where it defaults to None, an example value:
+    what ``rsbench train --config-example`` prints about it."""
+    return dataclasses.field(metadata={"help": help, "example": example}, **field)
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """One training run. ``None`` schedule fields take the dataset's paper schedule; ``nesterov`` None
     keeps the schedule's (plain momentum, as the official code). A checkpoint is written after every epoch
-    and every ``checkpoint_every`` seconds within one, so a long epoch resumes where it stopped."""
+    and every ``checkpoint_every`` seconds within one, so a long epoch resumes where it stopped. The keys of
+    a config file (``rsbench train --config``) are these fields; :func:`config_example` writes one."""
 
-    dataset: str
-    arch: str
-    method: str
-    sigma: float
-    params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    out: str = "runs/train"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    milestones: tuple[int, ...] | None = None
-    nesterov: bool | None = None
-    seed: int = 0
-    train_limit: int | None = None
-    test_limit: int | None = None
-    data_dir: str | None = None
-    device: str | None = None
-    workers: int = 2
-    checkpoint_every: float = 600.0  # seconds between checkpoints within an epoch (0: every 20 steps)
-    preset: str | None = None
+    dataset: str = setting("Dataset plugin: mnist, cifar10, imagenet, ... (`rsbench plugins` lists them).")
+    arch: str = setting("Architecture (default: the dataset's).")
+    method: str = setting("Training method plugin (default: gaussian); its hyperparameters go under [params].")
+    sigma: float = setting("Noise level σ in [0,1] pixel units.")
+    params: dict[str, Any] = setting("The method's hyperparameters.", default_factory=dict)
+    out: str = setting(
+        "Run folder (delete the line for runs/DATASET/METHOD-sigmaσ-PARAMS-seedSEED of the settings above).",
+        default="runs/train",
+    )
+    epochs: int | None = setting("Epochs (default: the dataset's paper schedule).", default=None)
+    batch_size: int | None = setting("Loader batch size (default: the schedule's).", default=None)
+    lr: float | None = setting("Initial learning rate (default: the schedule's).", default=None)
+    milestones: tuple[int, ...] | None = setting(
+        "0-based epochs from which the learning rate is multiplied by 0.1 (default: the schedule's).", default=None
+    )
+    nesterov: bool | None = setting("Nesterov momentum (default: plain momentum, as the official code).", default=None)
+    seed: int = setting("Random seed.", default=0)
+    train_limit: int | None = setting("Train on the first N examples (smoke runs; default: all).", 2000, default=None)
+    test_limit: int | None = setting("Evaluate on the first N test examples (default: all).", 1000, default=None)
+    data_dir: str | None = setting("Data root (default: $RSBENCH_DATA, else ./data).", "data", default=None)
+    device: str | None = setting("cpu, cuda, cuda:1 ... (default: CUDA when present).", "cuda", default=None)
+    workers: int = setting("Data-loader workers for file-based datasets.", default=2)
+    checkpoint_every: float = setting("Seconds between checkpoints within an epoch (0: every 20 steps).", default=600.0)
+    preset: str | None = setting(
+        "A named configuration (`rsbench plugins` lists them): its settings, then those of this file.",
+        "mnist-consistency-0.50",
+        default=None,
+    )
 
 
 @dataclasses.dataclass
@@ -186,17 +204,19 @@ def run_name(method: str, sigma: float, params: dict[str, Any], seed: int) -> st
     return f"{method}-sigma{sigma:g}{given}-seed{seed}"
 
 
-def train_config(preset: str | None, config_file: str | Path | None, flags: dict[str, Any]) -> TrainConfig:
-    """Assemble a :class:`TrainConfig`: defaults, then the preset, the config file, the flags (None =
-    not given). The run folder defaults to ``runs/DATASET/RUN_NAME``."""
-    layers = [{"method": "gaussian"}]
+def train_config(
+    preset: str | None, config_file: str | Path | None, flags: dict[str, Any], base: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Assemble a :class:`TrainConfig`: defaults (``base`` on top of them), then the preset (``preset``, else
+    the config file's), the config file, the flags (None = not given). The run folder defaults to
+    ``runs/DATASET/RUN_NAME``."""
+    file_settings = read_config_file(config_file) if config_file else {}
+    _check_types({k: v for k, v in file_settings.items() if k != "params"}, str(config_file))
+    preset = preset or file_settings.get("preset")
+    layers = [{"method": "gaussian", **(base or {})}]
     if preset:
         layers.append(preset_settings(preset))
-    if config_file:
-        file_settings = read_config_file(config_file)
-        _check_types({k: v for k, v in file_settings.items() if k != "params"}, str(config_file))
-        layers.append(file_settings)
-    settings = merge(*layers, flags)
+    settings = merge(*layers, file_settings, flags, {"preset": preset})
     if "dataset" not in settings:
         raise RsbenchError("no dataset given", "pass --dataset (e.g. mnist) or a --preset")
     if "sigma" not in settings:
@@ -242,3 +262,50 @@ def parse_radii(text: str | None, default: tuple[float, ...] = ()) -> tuple[floa
     if not radii or not all(math.isfinite(r) and r >= 0 for r in radii) or len(radii) > 1000:
         raise RsbenchError(f"radii must be 1 to 1,000 finite numbers >= 0, not {text!r}", "e.g. --radii 0:2.5:0.25")
     return tuple(sorted(set(radii)))
+
+
+def config_example(config: TrainConfig) -> str:
+    """``config`` as a commented TOML file for ``rsbench train --config``: every setting with its help; the
+    run's own settings as values (hyperparameters typed), the others commented out with their defaults (the
+    dataset's paper schedule) or an example; under ``[params]`` the method's hyperparameters, those not given
+    commented out with their defaults. Read back, it gives ``config``."""
+    schedule = get_dataset(config.dataset).schedule
+    scheduled = {
+        "epochs": schedule.epochs, "batch_size": schedule.batch_size, "lr": schedule.lr,
+        "milestones": schedule.milestones, "nesterov": schedule.nesterov,
+    }  # fmt: skip
+    written = ("dataset", "arch", "method", "sigma", "seed", "out")
+    lines = [
+        "# rsbench train --config FILE: the settings of one training run (TOML; YAML with the same keys works",
+        "# too). Flags given beside --config override them; a line starting with '#' keeps the default.",
+    ]
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "params":
+            continue
+        value = getattr(config, field.name)
+        lines.append(f"\n# {field.metadata['help']}")
+        if field.name in written or value != field.default:
+            lines.append(f"{field.name} = {toml_value(value)}")
+        else:
+            shown = value if value is not None else scheduled.get(field.name, field.metadata["example"])
+            lines.append(f"# {field.name} = {toml_value(shown)}")
+    method = get_method(config.method)
+    typed = params_to_dict(parse_params(method.Params, config.params, f"method {config.method!r}"))
+    lines.append(f"\n[params]  # {config.method}'s hyperparameters (`rsbench train --method {config.method} --help`)")
+    for param in describe_params(method.Params):
+        constraint = f" [{param['constraint']}]" if param["constraint"] else ""
+        given = param["name"] in config.params
+        lines.append(f"# {param['help']}{constraint}")
+        lines.append(f"{'' if given else '# '}{param['name']} = {toml_value(typed[param['name']])}")
+    return "\n".join(lines) + "\n"
+
+
+def toml_value(value: Any) -> str:
+    """A TOML value: a boolean, number, string (TOML's basic strings take JSON's escapes) or array."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return json.dumps(str(value))

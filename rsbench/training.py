@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from rich.markup import escape
 from torch import nn
 
 from rsbench.checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint
@@ -355,7 +356,7 @@ def train(
     steps = math.ceil(len(session.train_set) / schedule.batch_size)
     with make_progress(show_progress and main) as progress:
         task = progress.add_task(
-            f"train {config.method}", total=(schedule.epochs - session.start_epoch) * steps, status=""
+            f"train {escape(config.method)}", total=(schedule.epochs - session.start_epoch) * steps, status=""
         )
         for epoch in range(session.start_epoch, schedule.epochs):
             started = time.perf_counter()
@@ -433,7 +434,7 @@ def _restore(
         torch.manual_seed(identity["seed"] + 1_000_003 * world.rank + 7_919 * epoch)
     if world.main:
         within = f", step {partial['step']} of epoch {epoch + 1}" if partial else ""
-        console.print(f"resuming {path} after epoch {epoch}{within}")
+        console.print(f"resuming {path} after epoch {epoch}{within}", markup=False)
     return epoch, test_accuracy, partial
 
 

@@ -20,7 +20,17 @@ def rows(db):
         return connection.execute(query).fetchall()
 
 
+def listed_origin(db) -> str:
+    """The origin column of run 1 in ``rsbench runs`` (origin and notes: ``rsbench, running``)."""
+    listed = runner.invoke(app, ["runs", "--db", str(db)], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    line = next(line for line in listed.stderr.splitlines() if line.split()[:2] == ["1", "mnist"])
+    return line.split(maxsplit=8)[8].strip()
+
+
 def test_certify_resumes_after_being_killed(toy_checkpoint, toy_mnist_root, tmp_path):
+    """Killed mid-way (SIGKILL: no chance to say so), the run is listed as incomplete, no longer running;
+    rerunning the command completes it with the rows an uninterrupted run has."""
     args = [
         "certify",
         str(toy_checkpoint),
@@ -55,13 +65,16 @@ def test_certify_resumes_after_being_killed(toy_checkpoint, toy_mnist_root, tmp_
                     break
             except sqlite3.OperationalError:
                 pass
+    assert listed_origin(killed_db) == "rsbench, running"
     process.send_signal(signal.SIGKILL)
     process.wait(30)
+    assert listed_origin(killed_db) == "rsbench, incomplete"
     partial = rows(killed_db)
     assert 5 <= len(partial) < 40, "the run was not interrupted midway"
 
     resumed = runner.invoke(app, [*args, "--db", str(killed_db)])
     assert resumed.exit_code == 0, resumed.output
+    assert listed_origin(killed_db) == "rsbench"
     straight = runner.invoke(app, [*args, "--db", str(tmp_path / "straight.db")])
     assert straight.exit_code == 0, straight.output
     assert rows(killed_db) == rows(tmp_path / "straight.db")
@@ -209,3 +222,26 @@ def test_several_images_per_forward_pass(toy_checkpoint, toy_mnist_root, tmp_pat
     single = runner.invoke(app, [*base, "--batch", "100", "--db", str(tmp_path / "s.db")])
     assert single.exit_code == 0, single.output
     assert rows(tmp_path / "g.db") == rows(tmp_path / "s.db")  # 400 // 4 = 100 draws of each image per pass
+
+
+def test_the_progress_line_shows_what_each_kind_measures():
+    """PREDICT has no radius: its line shows accuracy and abstentions, CERTIFY's accuracy and ACR."""
+    from rsbench.certification import Outcome, progress_status
+
+    outcomes = [Outcome(1, 0.8, False), Outcome(0, 0.0, True), Outcome(0, 0.0, False), Outcome(1, 0.4, False)]
+    assert progress_status("predict", outcomes) == "accuracy 0.500  abstained 0.250"
+    assert progress_status("certify", outcomes) == "accuracy 0.500  ACR 0.300"
+
+
+def test_a_resumed_prediction_counts_the_stored_rows_in_its_progress_line(toy_checkpoint, toy_mnist_root, tmp_path):
+    db = tmp_path / "p.db"
+    args = ["predict", str(toy_checkpoint), "--n", "30", "--sigma", "1.0", "--data-dir", str(toy_mnist_root)]
+    args += ["--db", str(db)]
+    assert runner.invoke(app, [*args, "--limit", "6", "--no-progress"]).exit_code == 0
+    resumed = runner.invoke(app, [*args, "--limit", "12"])
+    assert resumed.exit_code == 0, resumed.output
+    with sqlite3.connect(db) as connection:
+        correct, abstained = connection.execute("select avg(correct), avg(predict = -1) from results").fetchone()
+    assert 0 < abstained < 1  # N = 30 at σ = 1: some inputs are told apart, some not
+    line = next(line for line in resumed.stderr.splitlines() if "predict σ=" in line)
+    assert "12/12" in line and f"accuracy {correct:.3f}  abstained {abstained:.3f}" in line and "ACR" not in line

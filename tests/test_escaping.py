@@ -166,3 +166,17 @@ def test_a_site_with_hostile_names_writes_only_inside_its_folder(tmp_path):
     index = (out / "index.html").read_text()
     assert 'href="javascript:' not in index and "<script>alert" not in index
     assert all("<script>alert" not in p.read_text() for p in written if p.suffix == ".html")
+
+
+def test_messages_show_bracketed_paths_literally(tmp_path):
+    """A file name like ``[bold]run [quick].tsv`` is text in a message, never rich markup."""
+    from typer.testing import CliRunner
+
+    from rsbench.cli import app
+
+    db = str(tmp_path / "s.db")
+    add_run(open_store(db), make_rows([1, 2], [1, 2], [0.1, 0.2], [110] * 2), "gaussian", {}, 0)
+    output = tmp_path / "[bold]run [quick].tsv"
+    result = CliRunner().invoke(app, ["export", "1", "-o", str(output), "--db", db])
+    assert result.exit_code == 0, result.output
+    assert f"wrote 2 rows to {output}" in result.stderr.replace("\n", "")

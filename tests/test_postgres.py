@@ -18,6 +18,7 @@ from rsbench.config import TrainConfig
 from rsbench.errors import RsbenchError
 from rsbench.nets import build_classifier
 from rsbench.plugins import get_dataset
+from rsbench.processes import this_process
 from rsbench.protocol import CertificationProtocol, RunDescription
 from rsbench.results.board import build
 from rsbench.results.cohen_tsv import import_tsv
@@ -182,7 +183,8 @@ def test_largest_seeds_and_nan_measurements_are_stored(db_url):
     spec = run_spec("k", seed=MAX_SEED, noise_seed=MAX_SEED, provenance={"throughput": math.nan})
     run_id, _ = store.start_run(*spec, [0], {"list": [0]})
     run = store.get_run(run_id)
-    assert (run.seed, run.noise_seed, run.provenance) == (MAX_SEED, MAX_SEED, {"throughput": None})
+    expected = {"throughput": None, "workers": [this_process()]}  # the process that opened it, for `rsbench runs`
+    assert (run.seed, run.noise_seed, run.provenance) == (MAX_SEED, MAX_SEED, expected)
 
     config = TrainConfig(dataset="mnist", arch="lenet", method="gaussian", sigma=0.5, seed=MAX_SEED)
     # a resumed run whose last epoch was already checkpointed: nothing timed, nothing tested

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -7,7 +9,7 @@ from rsbench.cli import app
 from rsbench.config import TrainConfig
 from rsbench.nets import NormalizeLayer
 from rsbench.specs import Normalization
-from rsbench.training import learning_rate, train
+from rsbench.training import learning_rate, resolve, train
 from rsbench_plugins.lenet import LeNet
 
 runner = CliRunner()
@@ -298,3 +300,56 @@ def test_resume_refuses_foreign_or_code_carrying_checkpoints(toy_mnist_root, tmp
     torch.save({"epoch": 1, "arch": "lenet", "state_dict": {}}, out / "checkpoint.pth.tar")
     result = resume_training(toy_mnist_root, out)
     assert result.exit_code == 2 and "not written by rsbench train" in result.stderr
+
+
+EXAMPLES = [
+    ["--preset", "mnist-consistency-0.50"],
+    ["--dataset", "cifar10", "--sigma", "1.0", "--method", "macer"],
+    ["--method", "consistency", "--lam", "3", "--m", "4", "--dataset", "mnist", "--sigma", "0.25", "--epochs", "7"]
+    + ["--milestones", "2,5", "--nesterov", "--device", "cpu", "--workers", "0", "--train-limit", "300", "--seed", "4"],
+]
+
+
+@pytest.mark.parametrize("args", EXAMPLES)
+def test_the_config_example_reads_back_as_the_run_train_would_start(args, tmp_path, monkeypatch):
+    """The reference is the config `rsbench train ARGS` hands to the training engine (caught before it trains);
+    the example file, read back, must be that config, its hyperparameters typed (flags give strings)."""
+    import dataclasses
+
+    import rsbench.training
+    from rsbench.config import train_config
+    from rsbench.params import parse_params
+    from rsbench.plugins import get_method
+
+    started = []
+    monkeypatch.setattr(rsbench.training, "train", lambda config, **_: started.append(config) or 1 / 0)
+    runner.invoke(app, ["train", *args, "--db", str(tmp_path / "s.db")])
+    (reference,) = started
+    example = runner.invoke(app, ["train", *args, "--config-example"])
+    assert example.exit_code == 0, example.output
+    path = tmp_path / "run.toml"
+    path.write_text(example.stdout)
+    read = train_config(None, path, {})
+    typed = get_method(reference.method).Params
+    assert parse_params(typed, read.params, "") == parse_params(typed, reference.params, "")
+    assert set(read.params) == set(reference.params)  # only the hyperparameters given are set
+    assert dataclasses.replace(read, params={}) == dataclasses.replace(reference, params={})
+    # uncommented, the defaults it shows are those a run takes: the paper schedule, the method's hyperparameters
+    names = ["epochs", "batch_size", "lr", "milestones", "nesterov", "workers", "checkpoint_every"]
+    names += [f.name for f in dataclasses.fields(typed)]
+    path.write_text(re.sub(rf"^# (({'|'.join(names)}) = )", r"\1", example.stdout, flags=re.MULTILINE))
+    spelled_out = train_config(None, path, {})
+    assert resolve(spelled_out)[2:] == resolve(reference)[2:]  # the schedule and the typed hyperparameters
+    assert (spelled_out.workers, spelled_out.checkpoint_every) == (reference.workers, reference.checkpoint_every)
+
+
+def test_without_a_dataset_the_config_example_is_an_mnist_run_and_a_file_preset_applies(tmp_path):
+    from rsbench.config import preset_settings, train_config
+
+    example = runner.invoke(app, ["train", "--config-example"])
+    assert example.exit_code == 0 and 'dataset = "mnist"' in example.stdout and "sigma = 0.5" in example.stdout
+    path = tmp_path / "run.toml"
+    path.write_text('preset = "mnist-consistency-1.00"\nepochs = 3\n')
+    config = train_config(None, path, {})
+    preset = preset_settings("mnist-consistency-1.00")
+    assert (config.method, config.sigma, config.params, config.epochs) == ("consistency", 1.0, preset["params"], 3)

@@ -71,9 +71,10 @@ def model_info(run: Any, overrides: dict[str, Any] | None = None) -> dict[str, A
 
 
 def record_of(store: Store, run_id: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run record of run ``run_id`` (see the module docstring)."""
+    """The run record of run ``run_id`` (see the module docstring). The processes that certified it in this
+    store (``workers``) stay here: in another store they would claim to be writing into it."""
     run, training = store.run_with_training(run_id)
-    provenance = {k: v for k, v in (run.provenance or {}).items() if k != "model_info"}
+    provenance = {k: v for k, v in (run.provenance or {}).items() if k not in ("model_info", "workers")}
     rows = store.results([run_id])[RESULT_COLUMNS]
     rows = rows.astype(object).where(rows.notna(), None)
     document = {

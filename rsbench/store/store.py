@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, NoSuchModuleError, OperationalError, 
 from sqlalchemy.orm import Session, sessionmaker
 
 from rsbench.errors import RsbenchError
+from rsbench.processes import is_alive, this_process
 from rsbench.protocol import CertificationProtocol, RunDescription
 from rsbench.smoothing import max_certified_radius
 from rsbench.store.models import (
@@ -245,7 +246,8 @@ class Store:
         training_run_id: int | None = None,
     ) -> tuple[int, set[int]]:
         """The run of ``protocol``, created if new, planned to cover ``indices`` as well; returns its id and
-        the indices it already holds (an interrupted or partial run is extended).
+        the indices it already holds (an interrupted or partial run is extended). The calling process is
+        recorded among the run's ``workers`` (:mod:`rsbench.processes`), those known to have ended dropped.
 
         Identical commands started together share one run: the one that loses the race to create it
         (the unique ``protocol_key`` refuses its copy) joins the winner's."""
@@ -270,6 +272,7 @@ class Store:
         if run is None:
             run = _new_run(protocol, description, {"selections": [selection], "planned": indices}, "running")
             run.training_run_id = training_run_id
+            run.provenance = {**run.provenance, "workers": [this_process()]}
             session.add(run)
             session.flush()
             return run.id, set()
@@ -277,6 +280,9 @@ class Store:
         _plan(run, [selection], indices)
         if not set(indices) <= done:
             run.status = "running"
+        me = this_process()
+        workers = [w for w in run.provenance.get("workers", []) if w != me and is_alive(w) is not False]
+        run.provenance = {**run.provenance, "workers": [*workers, me]}
         return run.id, done
 
     def add_certificates(self, run_id: int, rows: Sequence[dict[str, Any]]) -> None:
@@ -403,6 +409,41 @@ class Store:
         query = select(CertificationRun.id, CertificationRun.provenance).where(CertificationRun.id.in_(run_ids))
         with self.session(write=False) as session:
             return {run_id: (provenance or {}).get("model_info") or {} for run_id, provenance in session.execute(query)}
+
+    def training_speeds(self, dataset: str, arch: str) -> pd.DataFrame:
+        """Training runs of ``dataset`` and ``arch`` that measured their speed: ``method``, ``params``,
+        ``images_per_second`` and the ``host`` and ``device`` their provenance names."""
+        query = select(TrainingRun.method, TrainingRun.params, TrainingRun.images_per_second, TrainingRun.provenance)
+        query = query.where(
+            TrainingRun.dataset == dataset, TrainingRun.arch == arch, TrainingRun.images_per_second.is_not(None)
+        )
+        with self.session(write=False) as session:
+            rows = session.execute(query.order_by(TrainingRun.id)).all()
+        return pd.DataFrame(
+            [(method, params, speed, where.get("host"), where.get("device")) for method, params, speed, where in rows],
+            columns=["method", "params", "images_per_second", "host", "device"],
+        )
+
+    def certification_speeds(self, dataset: str, arch: str) -> pd.DataFrame:
+        """Certifications of ``dataset`` by ``arch`` models run here (not imported), one line per run: its
+        rows' ``draws`` and ``seconds`` summed, and the ``host`` and ``device`` its provenance names."""
+        query = (
+            select(CertificationRun.provenance, func.sum(Result.draws), func.sum(Result.seconds))
+            .join(Result, Result.run_id == CertificationRun.id)
+            .where(
+                CertificationRun.dataset == dataset,
+                CertificationRun.arch == arch,
+                CertificationRun.kind == "certify",
+                CertificationRun.origin == "rsbench",
+            )
+            .group_by(CertificationRun.id)
+        )
+        with self.session(write=False) as session:
+            rows = session.execute(query.order_by(CertificationRun.id)).all()
+        return pd.DataFrame(
+            [(draws, seconds, where.get("host"), where.get("device")) for where, draws, seconds in rows],
+            columns=["draws", "seconds", "host", "device"],
+        )
 
     def result_counts(self, run_ids: list[int]) -> dict[int, int]:
         """How many rows each run holds, counted in the database."""
