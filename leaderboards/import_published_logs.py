@@ -17,8 +17,10 @@ commit, path and SHA-256 of the log in ``provenance.source``, the architecture, 
 al.'s ``certify.py`` defaults, which every source's scripts use: N0 = 100, N = 100,000, α = 0.001; see
 ``COHEN_ALPHA_NOTE`` for the exception) and the indices the log's ``idx`` column covers (``{"skip": K, "limit":
 COUNT}`` where they are every K-th index from 0, else the list). ε of SmoothAdv and CAT-RS is converted from the
-official 1/256 units (255 -> 255/256). Logs whose indices follow another order than the dataset plugin's go to
-``RECORDS/DATASET-ORDER/`` (see ``IMAGENET_FILE_ORDER``).
+official 1/256 units (255 -> 255/256). Logs whose indices follow another order than the dataset plugin's are mapped
+to its order, each row's label checked against the mapping, before they are stored (see ``IMAGENET_FILE_ORDER``):
+that needs ``MIRRORS/tensorflow+models`` (or ``--repo tensorflow/models=PATH``), or ``--imagenet-val-synsets FILE``,
+a copy of the file ``IMAGENET_VAL_SYNSETS`` names, checked against its SHA-256.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from rsbench.errors import RsbenchError
 from rsbench.plugins import get_dataset, get_manager
 from rsbench.protocol import CertificationProtocol, RunDescription, Split
@@ -50,11 +55,37 @@ NO_PLUGIN = "no rsbench dataset plugin of that name (today: mnist, cifar10, imag
 PREDICT_LOG = "a prediction log (idx label predict correct time), not a certification"
 # Salman et al. read ImageNet's validation images in the order of their files (val_map.txt), not in the
 # class-folder order of torchvision's ImageFolder that Cohen et al., rsbench and the later papers use: their index 0
-# is ILSVRC2012_val_00000001 (label 65), a class-0 image here. The logs do not say where each image sits in
-# rsbench's order, and the protocol's split is train or test only, so their records go to a folder of their own
-# (records/imagenet-file-order/) that the boards' import command leaves alone: importing them beside the others
-# would pair different images that share an index.
+# is ILSVRC2012_val_00000001 (label 65), a class-0 image here. Stored as they are, beside the others, they would pair
+# different images that share an index. The synset of every validation file, in file order, is public (the file
+# IMAGENET_VAL_SYNSETS names), and class-folder order follows from it: classes are the sorted synsets, files sorted
+# by name within a class, so file k goes to (files of the classes before its own) + (its class's files before it).
+# The importer maps each row's index so, after checking that its logged label is the class of its file's synset: a
+# single disagreement refuses the log. All 5,500 rows of the 11 logs agree.
 IMAGENET_FILE_ORDER = "file-order"
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSource:
+    """One file of a public repository, pinned by commit and content."""
+
+    repo: str
+    commit: str
+    path: str
+    sha256: str
+
+    @property
+    def url(self) -> str:
+        return f"https://github.com/{self.repo}/blob/{self.commit}/{self.path}"
+
+
+# line k: the synset of ILSVRC2012_val_{k:08d}.JPEG (1-based), 50,000 lines (TensorFlow's slim data preparation; the
+# same bytes ship in tensorflow-datasets as datasets/imagenet2012/validation_labels.txt)
+IMAGENET_VAL_SYNSETS = FileSource(
+    "tensorflow/models",
+    "c80d1b17d5f835e6f2cdeddefeb16c193beed071",
+    "research/slim/datasets/imagenet_2012_validation_synset_labels.txt",
+    "313fc3f23c864dde9183c9a368809065765dd1b657a6904fded44e3e46d34604",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -549,7 +580,8 @@ def collect(sources: tuple[Source, ...], git_dirs: dict[str, Path]) -> tuple[lis
                 accounting.append({**row, "status": "duplicate", "reason": f"byte-identical to {where}"})
                 continue
             logs[sha256] = Log(source, path, blob, sha256, verdict)
-            accounting.append({**row, "status": "imported", "reason": verdict.note or "", "sha256": sha256})
+            imported = {"status": "imported", "reason": verdict.note or "", "sha256": sha256}
+            accounting.append({**row, **imported, "index_order": verdict.index_order})
     return list(logs.values()), accounting
 
 
@@ -564,13 +596,100 @@ def index_selection(indices: list[int]) -> dict[str, Any]:
     return {"list": indices}
 
 
-def import_log(store: Store, log: Log, git_dir: Path, also: list[str]) -> tuple[int, int]:
-    """Import one log as a complete run carrying its paper and source; returns (run id, rows)."""
+@dataclasses.dataclass(frozen=True)
+class IndexMap:
+    """From a log's index order to the dataset plugin's: ``index[i]`` is where the log's index ``i`` sits, and
+    ``label[i]`` the class of that example, which the log's label must equal."""
+
+    order: str
+    index: list[int]
+    label: list[int]
+    source: FileSource
+
+
+SYNSET = re.compile(r"n\d{8}")
+
+
+def parse_synsets(data: bytes, where: str) -> list[str]:
+    """The synsets of a file of one WordNet id a line (``n01751748``)."""
+    synsets = data.decode("ascii", errors="replace").splitlines()
+    bad = next((k for k, synset in enumerate(synsets, 1) if not SYNSET.fullmatch(synset)), None)
+    if not synsets or bad is not None:
+        raise RsbenchError(f"{where}: line {bad or 1} is not a WordNet id (nNNNNNNNN)")
+    return synsets
+
+
+def class_folder_order(synsets: list[str]) -> tuple[list[int], list[int]]:
+    """For files listed in name order with these synsets: each file's index in class-folder order (torchvision's
+    ImageFolder: classes are the sorted synsets, files sorted by name within each class) and its class."""
+    classes = {synset: c for c, synset in enumerate(sorted(set(synsets)))}
+    counts = collections.Counter(synsets)
+    start, first = {}, 0
+    for synset in sorted(classes):
+        start[synset], first = first, first + counts[synset]
+    seen: collections.Counter[str] = collections.Counter()
+    index = []
+    for synset in synsets:
+        index.append(start[synset] + seen[synset])
+        seen[synset] += 1
+    return index, [classes[synset] for synset in synsets]
+
+
+def imagenet_file_order_map(data: bytes, where: str) -> IndexMap:
+    """The map of ILSVRC2012 validation files' name order to class-folder order, from the bytes of the file
+    ``IMAGENET_VAL_SYNSETS`` names (refused unless they are those bytes)."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != IMAGENET_VAL_SYNSETS.sha256:
+        raise RsbenchError(
+            f"{where} is not {IMAGENET_VAL_SYNSETS.url}: SHA-256 {digest}, not {IMAGENET_VAL_SYNSETS.sha256}"
+        )
+    index, label = class_folder_order(parse_synsets(data, where))
+    return IndexMap(IMAGENET_FILE_ORDER, index, label, IMAGENET_VAL_SYNSETS)
+
+
+def map_rows(rows: pd.DataFrame, index_map: IndexMap, where: str) -> pd.DataFrame:
+    """The rows with their indices in the dataset plugin's order, after checking that every row's label is the
+    class the map gives its example; a row outside the map or a label that disagrees refuses the log."""
+    idx = rows.idx.to_numpy()
+    if (idx >= len(index_map.index)).any():
+        raise RsbenchError(f"{where}: index {idx.max()} is beyond the {len(index_map.index)} examples of the map")
+    expected = np.asarray(index_map.label)[idx]
+    wrong = np.flatnonzero(expected != rows.label.to_numpy())
+    if len(wrong):
+        first = wrong[0]
+        raise RsbenchError(
+            f"{where}: {len(wrong)} of {len(rows)} rows have a label other than the class of their example under "
+            f"{index_map.source.url} (idx {idx[first]}: label {rows.label.iloc[first]}, map {expected[first]})",
+            "the map does not fit this log: leave it unmapped",
+        )
+    return rows.assign(idx=np.asarray(index_map.index)[idx])
+
+
+def import_log(
+    store: Store, log: Log, git_dir: Path, also: list[str], index_maps: dict[str, IndexMap] | None = None
+) -> tuple[int, int]:
+    """Import one log as a complete run carrying its paper and source; returns (run id, rows). A log whose indices
+    follow another order is mapped with ``index_maps[order]``."""
     config, source, paper = log.config, log.source, log.source.paper
     with tempfile.TemporaryDirectory() as folder:
         file = Path(folder) / "log.tsv"
         file.write_bytes(git(git_dir, "cat-file", "blob", log.blob))
         rows = read_tsv(file)
+    mapped = None
+    if config.index_order is not None:
+        index_map = (index_maps or {}).get(config.index_order)
+        if index_map is None:
+            raise RsbenchError(f"{log.path}: its indices follow the {config.index_order} order, and no map was given")
+        rows = map_rows(rows, index_map, log.path)
+        mapped = {
+            "from": INDEX_ORDERS[config.index_order],
+            "to": "the class-folder order of rsbench's imagenet dataset (sorted synsets, files by name within each)",
+            "map": {**dataclasses.asdict(index_map.source), "url": index_map.source.url},
+            "rule": "file k (0-based, name order) -> (files of the synsets sorted before its own) + (files of its "
+            "synset before it)",
+            "labels_checked": len(rows),
+            "labels_disagreeing": 0,
+        }
     check_protocol(config.sigma, N0, N, config.alpha, config.seed)
     registered = config.method in get_manager().registries["method"].names()
     # a registered method's hyperparameters are checked and completed by its plugin; a new one's are kept as given
@@ -599,7 +718,8 @@ def import_log(store: Store, log: Log, git_dir: Path, also: list[str]) -> tuple[
         "url": f"https://github.com/{source.repo}/blob/{source.commit}/{log.path}",
         "sha256": log.sha256,
         "also_published": also,
-        "index_order": config.index_order and INDEX_ORDERS[config.index_order],
+        "index_order": None,
+        "index_map": mapped,
         "note": config.note,
     }
     description = RunDescription(
@@ -614,15 +734,9 @@ def import_log(store: Store, log: Log, git_dir: Path, also: list[str]) -> tuple[
 
 
 INDEX_ORDERS = {
-    IMAGENET_FILE_ORDER: "ILSVRC2012 validation files in name order: index k is ILSVRC2012_val_{k+1:08d}.JPEG, "
-    "not the class-folder order of rsbench's imagenet dataset"
+    IMAGENET_FILE_ORDER: "the log's idx: ILSVRC2012 validation files in name order, index k is "
+    "ILSVRC2012_val_{k+1:08d}.JPEG"
 }
-
-
-def folder_of(config: Config) -> str:
-    """Where a record goes under the records folder: its dataset, or ``DATASET-ORDER`` when its indices follow
-    another order than the dataset plugin's."""
-    return config.dataset if config.index_order is None else f"{config.dataset}-{config.index_order}"
 
 
 def record_name(paper_key: str, run: CertificationRun) -> str:
@@ -634,7 +748,8 @@ def record_name(paper_key: str, run: CertificationRun) -> str:
 
 
 def summary(accounting: list[dict[str, Any]]) -> str:
-    """The accounting as markdown: per source the commit, imported files and rows, and every file left out."""
+    """The accounting as markdown: per source the commit, imported files and rows, every file left out, and the
+    logs whose indices were mapped to the dataset's order."""
     lines = ["# Published certification logs", "", "Generated by `leaderboards/import_published_logs.py`.", ""]
     lines += ["| source | commit | imported logs | rows | duplicates | left out |", "|---|---|---|---|---|---|"]
     by_repo = collections.defaultdict(list)
@@ -658,11 +773,41 @@ def summary(accounting: list[dict[str, Any]]) -> str:
             reasons[(row["repo"], row["reason"])].append(row["path"])
     for (repo, reason), paths in reasons.items():
         lines.append(f"- {repo}, {len(paths)} files: {reason} (e.g. `{paths[0]}`)")
+    mapped = collections.defaultdict(list)
+    for row in accounting:
+        if row.get("index_order"):
+            mapped[(row["repo"], row["index_order"])].append(row)
+    if mapped:
+        lines += ["", "## Indices mapped to the dataset's order", ""]
+    for (repo, order), rows in mapped.items():
+        checked = sum(r["rows"] or 0 for r in rows)
+        lines.append(
+            f"- {repo}, {len(rows)} logs, {checked:,} rows: {INDEX_ORDERS[order]}; mapped to class-folder order with "
+            f"[{IMAGENET_VAL_SYNSETS.repo}@{IMAGENET_VAL_SYNSETS.commit[:12]}:{IMAGENET_VAL_SYNSETS.path}]"
+            f"({IMAGENET_VAL_SYNSETS.url}) (SHA-256 `{IMAGENET_VAL_SYNSETS.sha256[:12]}…`), every row's label "
+            "checked against the class of its file's synset: all agree"
+        )
     lines += ["", "## Duplicates", ""]
     for row in accounting:
         if row["status"] == "duplicate":
             lines.append(f"- {row['repo']}:`{row['path']}`: {row['reason']}")
     return "\n".join(lines) + "\n"
+
+
+def val_synsets(args: argparse.Namespace, given: dict[str, str]) -> tuple[bytes, str]:
+    """The bytes of ``IMAGENET_VAL_SYNSETS`` and where they were read: the file given, else the clone's blob."""
+    if args.imagenet_val_synsets:
+        return args.imagenet_val_synsets.read_bytes(), str(args.imagenet_val_synsets)
+    repo, commit, path = IMAGENET_VAL_SYNSETS.repo, IMAGENET_VAL_SYNSETS.commit, IMAGENET_VAL_SYNSETS.path
+    if repo in given:
+        clone = Path(given[repo])
+    elif args.mirrors:
+        clone = args.mirrors / repo.replace("/", "+")
+    else:
+        raise RsbenchError(
+            f"no clone of {repo}", "give --mirrors FOLDER, --repo OWNER/NAME=PATH or --imagenet-val-synsets"
+        )
+    return git(git_dir_of(clone), "show", f"{commit}:{path}"), f"{repo}@{commit[:12]}:{path}"
 
 
 def main() -> None:
@@ -672,6 +817,12 @@ def main() -> None:
     parser.add_argument("--db", required=True, help="results store to import into (a fresh one)")
     parser.add_argument("--records", type=Path, help="write one run record per imported log under RECORDS/DATASET/")
     parser.add_argument("--summary", type=Path, help="write the accounting of every file as markdown")
+    parser.add_argument(
+        "--imagenet-val-synsets",
+        type=Path,
+        help=f"a copy of {IMAGENET_VAL_SYNSETS.repo}:{IMAGENET_VAL_SYNSETS.path} at {IMAGENET_VAL_SYNSETS.commit[:12]}"
+        " (else read from its clone)",
+    )
     args = parser.parse_args()
     given = dict(item.split("=", 1) for item in args.repo)
     try:
@@ -684,6 +835,9 @@ def main() -> None:
             else:
                 raise RsbenchError(f"no clone of {source.repo}", "give --mirrors FOLDER or --repo OWNER/NAME=PATH")
         logs, accounting = collect(SOURCES, git_dirs)
+        index_maps = {}
+        if any(log.config.index_order == IMAGENET_FILE_ORDER for log in logs):
+            index_maps[IMAGENET_FILE_ORDER] = imagenet_file_order_map(*val_synsets(args, given))
         also = collections.defaultdict(list)
         first_of = {}
         for row in accounting:
@@ -694,13 +848,16 @@ def main() -> None:
                 target = row["reason"].removeprefix("byte-identical to ")
                 also[target].append(f"{row['repo']}:{row['path']}")
         store = open_store(args.db)
-        rows_of = {}
+        rows_of, mapped = {}, collections.Counter[str]()
         for log in logs:
-            run_id, count = import_log(store, log, git_dirs[log.source.repo], also[f"{log.source.repo}:{log.path}"])
+            also_published = also[f"{log.source.repo}:{log.path}"]
+            run_id, count = import_log(store, log, git_dirs[log.source.repo], also_published, index_maps)
             rows_of[log.sha256] = count
+            if log.config.index_order is not None:
+                mapped[log.config.index_order] += count
             if args.records:
                 run = store.get_run(run_id)
-                target = args.records / folder_of(log.config) / record_name(log.source.paper.key, run)
+                target = args.records / log.config.dataset / record_name(log.source.paper.key, run)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 write_record(record_of(store, run_id), target)
                 print(f"run {run_id}: {log.source.repo}:{log.path} -> {target} ({count} rows)")
@@ -714,6 +871,8 @@ def main() -> None:
         sys.exit(2)
     counts = collections.Counter(row["status"] for row in accounting)
     print(", ".join(f"{count} {status}" for status, count in counts.items()))
+    for order, count in mapped.items():
+        print(f"{order}: {count} rows mapped to the dataset's order, every label agreeing with the map")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,13 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import norm
 
@@ -29,7 +31,7 @@ SOURCES = {source.paper.key: source for source in published.SOURCES}
 SPLIT_SIZE = {("mnist", "test"): 10_000, ("cifar10", "test"): 10_000, ("imagenet", "test"): 50_000}
 SPLIT_SIZE[("imagenet", "train")] = 1_281_167
 CLASSES = {"mnist": 10, "cifar10": 10, "imagenet": 1000}
-FOLDERS = ("mnist", "cifar10", "imagenet", "imagenet-file-order")
+FOLDERS = ("mnist", "cifar10", "imagenet")
 RECORDS = sorted(p for d in FOLDERS for p in (ROOT / "leaderboards/records" / d).glob("*.gz"))
 # one record per dataset and paper in the fast suite (parsing all 253 takes half a minute); all with -m slow
 SAMPLE = list({(p.parent.name, p.name.split("-")[0]): p for p in RECORDS}.values())
@@ -71,10 +73,8 @@ def test_salman_paths():
     i = config("salman2019", "data/certify/best_models/imagenet/DDN_2steps/eps_127/resnet50/noise_0.25/test/sigma_0.25")
     assert i.params == {"attack": "ddn", "eps": 127 / 256, "steps": 2, "m": 1, "warmup": 10}
     assert (i.dataset, i.split, i.index_order) == ("imagenet", "test", "file-order")  # files' order, not classes'
-    assert published.folder_of(i) == "imagenet-file-order"
     g = config("salman2019", "data/certify/best_models/cifar10/cohen/resnet110/noise_1.00/test/sigma_1.00")
     assert (g.method, g.sigma, g.split, g.index_order) == ("gaussian", 1.0, "test", None)
-    assert published.folder_of(g) == "cifar10"
     unlisted = "DDN_10steps_multiNoiseSamples/4-multitrain/eps_64/cifar10/resnet110/noise_0.12"
     assert "Tables" in left_out(
         "salman2019", f"data/certify/best_models/cifar10/ours/cifar10/{unlisted}/test/sigma_0.12"
@@ -142,6 +142,56 @@ def test_index_selection():
     assert published.index_selection([5, 10]) == {"list": [5, 10]}
 
 
+# 3 classes x 2 files, listed in file-name order and shuffled across classes; worked by hand: the sorted synsets are
+# n01 (class 0), n02 (1), n03 (2), so class-folder order is n01's files 1, 3, then n02's 2, 5, then n03's 0, 4.
+TINY_SYNSETS = ["n00000003", "n00000001", "n00000002", "n00000001", "n00000003", "n00000002"]
+
+
+def test_class_folder_order_by_hand():
+    index, label = published.class_folder_order(TINY_SYNSETS)
+    assert index == [4, 0, 2, 1, 5, 3]
+    assert label == [2, 0, 1, 0, 2, 1]
+    uneven = published.class_folder_order(["n00000002", "n00000001", "n00000001", "n00000001"])
+    assert uneven == ([3, 0, 1, 2], [1, 0, 0, 0])  # a class's start counts the files before it, not a fixed 50
+
+
+def tiny_map():
+    index, label = published.class_folder_order(TINY_SYNSETS)
+    return published.IndexMap("file-order", index, label, published.IMAGENET_VAL_SYNSETS)
+
+
+def test_map_rows_checks_every_label():
+    log = pd.DataFrame({"idx": [0, 3, 5], "label": [2, 0, 1], "predict": [2, 1, 1], "radius": [0.5, 0.0, 0.2]})
+    mapped = published.map_rows(log, tiny_map(), "log")
+    assert mapped.idx.tolist() == [4, 1, 3]
+    assert mapped.drop(columns="idx").equals(log.drop(columns="idx"))  # only the indices change
+    with pytest.raises(RsbenchError, match="1 of 3 rows have a label other than"):
+        published.map_rows(log.assign(label=[2, 1, 1]), tiny_map(), "log")  # file 3 is n01, class 0, not 1
+    with pytest.raises(RsbenchError, match="beyond the 6 examples"):
+        published.map_rows(log.assign(idx=[0, 3, 6]), tiny_map(), "log")
+
+
+def test_imagenet_map_needs_the_pinned_file():
+    with pytest.raises(RsbenchError, match="SHA-256"):
+        published.imagenet_file_order_map("\n".join(TINY_SYNSETS).encode() + b"\n", "tiny")
+    with pytest.raises(RsbenchError, match="line 2 is not a WordNet id"):
+        published.parse_synsets(b"n01751748\nsea snake\n", "f")
+
+
+VAL_SYNSETS = os.environ.get("RSBENCH_IMAGENET_VAL_SYNSETS")
+
+
+@pytest.mark.skipif(
+    not VAL_SYNSETS, reason="RSBENCH_IMAGENET_VAL_SYNSETS (a copy of tensorflow/models' validation synset labels) unset"
+)
+def test_imagenet_map_on_the_real_file():
+    """The map of the pinned file: 1000 classes of 50 files; ILSVRC2012_val_00000001 is a sea snake (class 65)."""
+    index_map = published.imagenet_file_order_map(Path(VAL_SYNSETS).read_bytes(), VAL_SYNSETS)
+    assert sorted(index_map.index) == list(range(50_000))
+    assert all(index // 50 == label for index, label in zip(index_map.index, index_map.label, strict=True))
+    assert index_map.label[0] == 65 and index_map.index[0] == 65 * 50
+
+
 def git(folder, *args):
     subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True)
 
@@ -201,8 +251,11 @@ def test_committed_record(path):
     document = json.loads(gzip.decompress(path.read_bytes()))
     protocol, run = document["protocol"], document["run"]
     dataset, split = protocol["dataset"], protocol["split"]
-    order = document["provenance"]["source"]["index_order"]
-    assert path.parent.name == (dataset if order is None else f"{dataset}-file-order")
+    assert path.parent.name == dataset and document["provenance"]["source"]["index_order"] is None
+    mapped = document["provenance"]["source"].get("index_map")
+    if mapped is not None:  # Salman et al.'s ImageNet logs: file order mapped to class-folder order, labels checked
+        assert mapped["map"]["sha256"] == published.IMAGENET_VAL_SYNSETS.sha256
+        assert mapped["labels_checked"] == len(document["rows"]) and mapped["labels_disagreeing"] == 0
     columns = dict(
         zip(document["columns"], (np.array(column) for column in zip(*document["rows"], strict=True)), strict=True)
     )
@@ -223,6 +276,8 @@ def test_committed_record(path):
     (selection,) = run["indices"]["selections"]
     if "skip" in selection:
         assert sorted(idx.tolist()) == list(range(0, selection["skip"] * selection["limit"], selection["skip"]))
+    else:
+        assert selection["list"] == sorted(idx.tolist())
     info, source = document["model_info"], document["provenance"]["source"]
     paper_key = path.name.split("-")[0]
     assert paper_key.endswith(str(info["year"])) and info["paper_url"].startswith("https://")
