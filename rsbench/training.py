@@ -34,7 +34,7 @@ LOG_NAME = "log.tsv"
 @dataclasses.dataclass
 class TrainResult:
     checkpoint: Path
-    checkpoint_sha256: str  # the final checkpoint's identity in the store
+    checkpoint_sha256: str | None  # the final checkpoint's identity in the store (None on ranks other than 0)
     epochs: int
     test_accuracy: float
     images_per_second: float | None  # None when nothing was left to train (a resumed, finished run)
@@ -369,9 +369,8 @@ def train(
     rate = examples / seconds if seconds else None
     passes = rate * session.method.noisy_passes_per_example if rate is not None else None
     checkpoint = session.checkpoint_path
-    return TrainResult(
-        checkpoint, file_sha256(checkpoint), schedule.epochs, session.test_accuracy, rate, passes, session.meta
-    )
+    sha256 = file_sha256(checkpoint) if main else None  # only rank 0 writes (and records) the checkpoint
+    return TrainResult(checkpoint, sha256, schedule.epochs, session.test_accuracy, rate, passes, session.meta)
 
 
 def _start_state(

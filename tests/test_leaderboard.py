@@ -356,8 +356,8 @@ def test_reported_smoothadv_rows_carry_the_official_mnist_epsilon():
 
 
 def test_runs_recorded_without_certifier_parameters_rank_with_runs_spelling_out_the_defaults(tmp_path):
-    """An imported log (no certifier parameters) and a run certified here (cohen's defaults written out) are
-    one protocol, so the better is bold; a compiled run is another protocol, shown apart."""
+    """An imported log (no certifier parameters), a run certified here (cohen's defaults written out) and a
+    compiled run (an implementation knob) are one protocol, ranked together; another precision is not."""
     store = open_store(str(tmp_path / "s.db"))
     defaults = {"forward_batch": 0, "compile": False, "precision": "float32"}
     add_run(store, make_rows([1, 1], [1, 1], [0.3, 0.3], 110), "gaussian", {}, 0, origin="imported")
@@ -366,15 +366,17 @@ def test_runs_recorded_without_certifier_parameters_rank_with_runs_spelling_out_
     )
     compiled = {**defaults, "compile": True}
     add_run(store, make_rows([1, 1], [1, 1], [0.7, 0.7], 110), "stability", {"lam": 2.0}, 0, certifier_params=compiled)
+    half = {**defaults, "precision": "bfloat16"}
+    add_run(store, make_rows([1, 1], [1, 1], [0.9, 0.9], 110), "macer", {}, 0, certifier_params=half)
     rows = build(store, "mnist", RADII).to_json()["rows"]
     protocols = {row["method"]: json.dumps(row["certifier_params"], sort_keys=True) for row in rows}
-    assert protocols["gaussian"] == protocols["consistency"] == json.dumps(defaults, sort_keys=True)
-    assert protocols["stability"] != protocols["gaussian"]
+    assert protocols["gaussian"] == protocols["consistency"] == protocols["stability"] == '{"precision": "float32"}'
+    assert protocols["macer"] == '{"precision": "bfloat16"}'
     text = render(build(store, "mnist", RADII), "markdown")
-    consistency = next(line for line in text.splitlines() if "| consistency |" in line)
-    stability = next(line for line in text.splitlines() if "| stability |" in line)
-    assert "**0.6000**" in consistency  # ACR 0.6 against the imported run's 0.3: the best of one protocol
-    assert "**" not in stability  # alone in its protocol: nothing to rank against
+    line = {m: next(x for x in text.splitlines() if f"| {m} |" in x) for m in ("consistency", "stability", "macer")}
+    # ACR 0.7 against the runner-up's 0.6 on both examples: every paired difference is 0.1, so the bootstrap
+    # interval is [0.1, 0.1] and stability is the best of its protocol; macer is alone in its own
+    assert "**0.7000**" in line["stability"] and "**" not in line["consistency"] and "**" not in line["macer"]
 
 
 def test_a_reproduced_row_is_paired_with_the_papers_row_of_its_configuration(tmp_path):

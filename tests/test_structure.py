@@ -103,3 +103,14 @@ def test_only_the_store_touches_its_tables_and_sql():
         if any(m == "sqlalchemy" or m.startswith("sqlalchemy.") for m in found):
             offenders.append(f"{module_name(path)} imports sqlalchemy")
     assert offenders == []
+
+
+def test_the_command_line_loads_torch_only_when_a_command_needs_it():
+    """`rsbench launch` sets torch's C++ log level before torch loads, and `--help` stays quick: importing
+    the CLI (which redacts store passwords through rsbench.store.redaction) must not load torch or pandas."""
+    import subprocess
+    import sys
+
+    code = "import sys, rsbench.cli; print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
