@@ -311,3 +311,77 @@ def test_cohen_against_itself_strays_by_the_flips_of_images_on_a_threshold():
         f"largest gap {0.5 * np.mean(lost):.1f} points (mean of 800 runs); per run {0.5 * np.mean(lost):.1f}, "
         f"over 1 point in {np.mean(np.array(lost) == 3):.0%}"
     )
+
+
+def test_cohen_power_is_the_chance_that_the_clopper_pearson_bound_reaches_the_threshold():
+    """benchmarks/adaptive_table.py's π = P(Cohen's bound ≥ t) against the bound itself: k* found by scanning k for
+    the first one-sided Clopper-Pearson bound (Beta quantile) at or above t, the power summed from the pmf. At
+    p̂ = t a valid bound reaches t with probability at most α; all draws agreeing, it reaches t iff α^(1/n) ≥ t."""
+    adaptive_table = load_benchmark("adaptive_table")
+    n, alpha, t = 2000, 0.001, 0.95
+    k_star = next(k for k in range(n + 1) if beta.ppf(alpha, k, n - k + 1) >= t)
+    for p in (0.955, 0.97, 0.99):
+        expected = sum(binom.pmf(k, n, p) for k in range(k_star, n + 1))
+        assert adaptive_table.cohen_power(p, t, alpha, n) == pytest.approx(expected, rel=1e-9)
+    assert 0.5 * alpha < adaptive_table.cohen_power(t, t, alpha, n) <= alpha
+    assert adaptive_table.cohen_power(1.0, alpha ** (1 / n) - 1e-9, alpha, n) == 1.0
+    assert adaptive_table.cohen_power(1.0, alpha ** (1 / n) + 1e-9, alpha, n) == 0.0
+
+
+def test_matched_power_ceiling_of_unanimous_images_is_walds_bound_at_their_largest_radius():
+    """All N = 100,000 draws agree (σ = 0.5): Cohen's bound α^(1/N) = 0.99993 reaches Φ(1.75/0.5) = 0.99977 but
+    not Φ(2/0.5) = 0.99997, so π = 1 up to r = 1.75 and 0 above; kl(1, α) = log(1/α), KL(1 ‖ t) = log(1/t): the
+    ceiling is log(1/α)/log(1/Φ(3.5)) = 29,691 draws. With 1 point to spend on 100 such images, one certificate
+    per radius may go: the most saved is one image giving up every radius (it then costs the selection draws
+    alone), not one step down as ``Wald, power 1, 1 point spent`` allows."""
+    import pandas as pd
+
+    adaptive_table = load_benchmark("adaptive_table")
+    sigma, alpha, n = 0.5, 0.001, 100_000
+    rows = pd.DataFrame({"predict": [1] * 100, "radius": [1.8] * 100, "n_a": [n] * 100, "n": [n] * 100})
+    rows["n0"], rows["alpha"], rows["correct"] = 100, alpha, 1
+    at = {1.75: math.log(1 / alpha) / -math.log(norm.cdf(1.75 / sigma))}
+    assert at[1.75] == pytest.approx(29_690.8, abs=0.1)
+    assert adaptive_table.matched_power_ceiling(rows, sigma) == pytest.approx(100 + at[1.75])
+    assert adaptive_table.matched_power_ceiling(rows, sigma, 1.0) == pytest.approx(100 + 0.99 * at[1.75])
+    # an abstention costs the selection draws alone; with 0.5 points, no whole certificate may go
+    rows.loc[0, "predict"] = -1
+    assert adaptive_table.matched_power_ceiling(rows, sigma) == pytest.approx(100 + 0.99 * at[1.75])
+    assert adaptive_table.matched_power_ceiling(rows, sigma, 0.5) == pytest.approx(100 + 0.99 * at[1.75])
+
+
+def test_matched_power_ceiling_at_cohens_power_one_half():
+    """One image whose p̂ makes Cohen's count land on k* half the time (π ≈ ½ at the top radius it reaches):
+    the ceiling there is kl(π, α)/KL(p̂ ‖ t), written out, below Wald's power-1 bound log(1/α)/KL(p̂ ‖ t)."""
+    import pandas as pd
+
+    adaptive_table = load_benchmark("adaptive_table")
+    sigma, alpha, n = 1.0, 0.001, 100_000
+    t = norm.cdf(1.0)
+    k_star = next(k for k in range(int(t * n), n) if binom.sf(k - 1, n, t) <= alpha)
+    p = k_star / n  # the median of Binomial(n, k*/n) is k*: π = P(K ≥ k*) ≈ ½
+    power = binom.sf(k_star - 1, n, p)
+    assert 0.45 < power < 0.55
+    rows = pd.DataFrame({"predict": [1], "radius": [1.0], "n_a": [k_star], "n": [n], "n0": [100], "alpha": [alpha]})
+    divergence = p * math.log(p / t) + (1 - p) * math.log((1 - p) / (1 - t))
+    small = power * math.log(power / alpha) + (1 - power) * math.log((1 - power) / (1 - alpha))
+    costs = [adaptive_table.matched_power_costs(p, sigma, alpha, n)[0][j] for j in range(len(adaptive_table.RADII))]
+    assert costs[4] == pytest.approx(small / divergence)  # r = 1.0 is the fifth grid radius
+    assert max(costs) == costs[4]  # lower radii are cheaper, higher ones out of Cohen's reach (π ≤ α)
+    assert adaptive_table.matched_power_ceiling(rows, sigma) == pytest.approx(100 + small / divergence)
+    assert small / divergence < math.log(1 / alpha) / divergence
+
+
+def test_smallest_sufficient_n_of_unanimous_images_is_where_the_bound_reaches_their_radius():
+    """200 correct images, all N draws agreeing, certified by Cohen at r = 1.75 (σ = 0.5): at N' draws the bound
+    α^(1/N') reaches Φ(3.5) iff N' ≥ log α / log Φ(3.5) = 29,690.8; fewer loses all of them (100 points). On the
+    grid of 100 draws the smallest sufficient N is 29,700."""
+    import pandas as pd
+
+    adaptive_table = load_benchmark("adaptive_table")
+    sigma, alpha, n = 0.5, 0.001, 100_000
+    rows = pd.DataFrame({"predict": 1, "n_a": [n] * 200, "n": n, "n0": 100, "alpha": alpha, "correct": 1})
+    assert adaptive_table.smallest_sufficient_n(rows, sigma) == 29_700
+    # two images in 200 (1 point) that N' certifies only at 1.5 are allowed; three are not
+    assert adaptive_table.expected_accuracy(rows, sigma, 29_700)[7] == pytest.approx(100.0)
+    assert adaptive_table.expected_accuracy(rows, sigma, 29_600)[7] == pytest.approx(0.0)
