@@ -73,7 +73,7 @@ def pairs(store: Store, n: int, most: int) -> list[tuple[pd.Series, pd.Series]]:
     same noise seed and α."""
     runs = store.runs(kind="certify")
     cohen = runs[(runs.certifier == "cohen") & (runs.n == n)]
-    adaptive = runs[(runs.certifier == "adaptive") & (runs.n == most)]
+    adaptive = runs[(runs.certifier == "adaptive") & (runs.n == most) & (runs.radii.map(len) > 1)]
     found = []
     for _, a in adaptive.groupby("checkpoint_sha256").tail(1).iterrows():
         same = cohen[
@@ -190,6 +190,21 @@ def matched_power_ceiling(rows: pd.DataFrame, sigma: float, slack_points: float 
     return float(rows["n0"].sum() + spent) / len(rows)
 
 
+def one_threshold_ceiling(rows: pd.DataFrame, sigma: float, radius: float) -> float:
+    """Mean draws per image (N0 included) below which no level-α certifier decides "certified at ``radius``?"
+    with Cohen's power there: N0 + kl(π_i, α) / KL(p̂_i ‖ t) per image, t = Φ(radius/σ) and π_i = ``cohen_power``
+    at t (N0 alone where π_i ≤ α or p̂_i ≤ t, or Cohen abstained)."""
+    threshold = float(norm.cdf(radius / sigma))
+    total = 0.0
+    for row in rows.itertuples():
+        total += row.n0
+        p_hat, alpha = row.n_a / row.n, float(row.alpha)
+        power = float(cohen_power(p_hat, threshold, alpha, int(row.n)))
+        if row.predict >= 0 and power > alpha and p_hat > threshold:
+            total += min(float(row.n), kl_bernoulli(power, alpha) / kl_bernoulli(p_hat, threshold))
+    return total / len(rows)
+
+
 def expected_accuracy(rows: pd.DataFrame, sigma: float, n: int) -> np.ndarray:
     """Expected certified accuracy (%) of Cohen's CERTIFY at n estimation draws at each grid radius, with
     Binomial(n, p̂_A) counts and p̂_A = n_A/N of ``rows`` (correct images only count)."""
@@ -289,6 +304,43 @@ def table(store: Store, n: int, most: int) -> str:
     return "\n".join(lines)
 
 
+def one_radius_table(store: Store, n: int) -> str:
+    """One row per ``adaptive`` run with a one-point grid ``--radii r`` and a ``cohen`` run at ``n`` draws of the
+    same checkpoint, noise seed and α: mean draws per image on the images both certified, the saving against
+    N0 + N, the one-threshold ceiling's (``one_threshold_ceiling`` on Cohen's p̂_A), and certified accuracy at r
+    of both (images, and %)."""
+    runs = store.runs(kind="certify")
+    cohen = runs[(runs.certifier == "cohen") & (runs.n == n)]
+    lines = [
+        "| σ | model | r | images | draws/image | fewer than Cohen | one-threshold ceiling | certified at r: "
+        "adaptive / Cohen |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, run in runs[(runs.certifier == "adaptive") & (runs.radii.map(len) == 1)].sort_values("sigma").iterrows():
+        same = cohen[
+            (cohen.checkpoint_sha256 == run.checkpoint_sha256)
+            & (cohen.noise_seed == run.noise_seed)
+            & (cohen.alpha == run.alpha)
+        ]
+        if not len(same):
+            continue
+        radius, theirs_run = float(run.radii[0]), same.iloc[-1]
+        every = store.results([int(theirs_run.id), int(run.id)])
+        common = set(every[every.run_id == theirs_run.id].idx) & set(every[every.run_id == run.id].idx)
+        rows = every[every.idx.isin(common)]
+        ours, theirs = rows[rows.run_id == run.id], rows[rows.run_id == theirs_run.id]
+        cohen_draws = float(theirs["draws"].mean())
+        ceiling = one_threshold_ceiling(theirs, float(run.sigma), radius)
+        certified = [int(((r.correct == 1) & (r.radius >= radius - 1e-9)).sum()) for r in (ours, theirs)]
+        lines.append(
+            f"| {run.sigma:g} | `{str(run.checkpoint_sha256)[:8]}` | {radius:g} | {len(common)} | "
+            f"{ours['draws'].mean():,.0f} | {cohen_draws / ours['draws'].mean():.1f}× | {cohen_draws / ceiling:.1f}× | "
+            f"{certified[0]} / {certified[1]} ({100 * certified[0] / len(common):.1f}% / "
+            f"{100 * certified[1] / len(common):.1f}%) |"
+        )
+    return "\n".join(lines)
+
+
 def keep_analysis(table_text: str, previous: str) -> str:
     """``table_text`` followed by whatever ``previous`` holds from its ``## Reading the table`` heading on."""
     return table_text + ("\n" + previous[previous.index(ANALYSIS) :] if ANALYSIS in previous else "")
@@ -302,7 +354,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
     most = args.most or args.n
-    text = HEADER.format(n=args.n, most=most) + table(Store(store_url(args.db)), args.n, most) + "\n"
+    store = Store(store_url(args.db))
+    text = HEADER.format(n=args.n, most=most) + table(store, args.n, most) + "\n"
+    text += "\n### One radius at a time (`--radii r`)\n\n" + one_radius_table(store, args.n) + "\n"
     print(text, end="")
     if args.out:
         args.out.write_text(keep_analysis(text, args.out.read_text() if args.out.exists() else ""))

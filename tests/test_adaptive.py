@@ -385,3 +385,85 @@ def test_smallest_sufficient_n_of_unanimous_images_is_where_the_bound_reaches_th
     # two images in 200 (1 point) that N' certifies only at 1.5 are allowed; three are not
     assert adaptive_table.expected_accuracy(rows, sigma, 29_700)[7] == pytest.approx(100.0)
     assert adaptive_table.expected_accuracy(rows, sigma, 29_600)[7] == pytest.approx(0.0)
+
+
+def test_selection_weights_are_the_jeffreys_posterior_mass_nearest_each_bet():
+    """Bet c is the likelihood ratio against p_c = t + c(1 - t). Re-derived in p-space: with 90 of 100 selection
+    draws for ĉ_A, each bet but the all-in one gets (1 - floor) × the Beta(90.5, 10.5) mass of the p nearest its
+    p_c (cells split halfway between neighbouring p_c) over the mass of all cells, plus floor/9; the all-in bet
+    gets nothing (a disagreeing draw proves p_A < 1). Unanimous draws keep ¾ on the all-in bet."""
+    from rsbench_plugins.adaptive import BET_FRACTIONS, PRIOR_FLOOR, selection_weights
+
+    t = 0.8
+    weights = selection_weights(1 - t, 90, 100)
+    alternatives = t + np.sort(BET_FRACTIONS) * (1 - t)  # ascending p_c, the all-in bet's p = 1 last
+    cuts = np.concatenate(([t], (alternatives[:-1] + alternatives[1:]) / 2, [1.0]))
+    mass = np.diff(beta.cdf(cuts, 90.5, 10.5))[:-1]  # all but the all-in bet's cell
+    expected = (1 - PRIOR_FLOOR) * mass / mass.sum() + PRIOR_FLOOR / 9
+    assert weights[0] == 0.0
+    assert weights[1:] == pytest.approx(expected[::-1])  # weights follow BET_FRACTIONS' descending order
+    assert weights.sum() == pytest.approx(1.0)
+    unanimous = selection_weights(1 - t, 100, 100)
+    assert unanimous[0] == BET_WEIGHTS[0] and unanimous.sum() == pytest.approx(1.0)
+
+
+def test_a_mixture_keeps_its_level_and_the_best_bet_chosen_afterwards_does_not():
+    """Ville's inequality holds for the mixture whatever fixed weights the selection draws gave it (here the ones
+    for 70 of 100 agreeing draws, concentrated on p near 0.7 while the truth is p = t = 0.7): sup_n W(n) ≥ 1/a at
+    most a of the time. The invalid variant that takes the best single bet after seeing the draws (the maximum
+    over bets instead of their average) crosses far more often: the check has the power to catch it."""
+    from rsbench_plugins.adaptive import BET_FRACTIONS, LOG_LOSS, selection_weights
+
+    rng = np.random.default_rng(1)
+    t, a, paths, length = 0.7, 0.05, 1000, 2000
+    looks = np.unique(np.geomspace(10, length, 25).astype(int))
+    successes = np.cumsum(rng.random((paths, length)) < t, axis=1)[:, looks - 1]
+    weights = selection_weights(1 - t, 70, 100)
+    mixture = sum(
+        any(log_wealth(k, n, 1 - t, weights) >= math.log(1 / a) for k, n in zip(row, looks, strict=True))
+        for row in successes
+    )
+    win = np.log1p(BET_FRACTIONS * (1 - t) / t)
+
+    def best_bet(k, n):
+        with np.errstate(invalid="ignore"):
+            return float(np.max(np.nan_to_num(k * win + (n - k) * LOG_LOSS, nan=-np.inf)))
+
+    snooping = sum(any(best_bet(k, n) >= math.log(1 / a) for k, n in zip(row, looks, strict=True)) for row in successes)
+    assert mixture <= a * paths + 3 * math.sqrt(a * (1 - a) * paths)
+    assert snooping > 1.5 * a * paths
+
+
+@pytest.mark.parametrize("sigma, radius, n", [(0.25, 0.5, 3000), (1.0, 1.0, 2000)])
+def test_one_radius_certifies_an_unsupported_radius_at_most_alpha_of_the_time(sigma, radius, n):
+    """The one-point grid ``--radii r`` tests p_A > Φ(r/σ) alone. With p_A just below that threshold, certifying
+    r is a violation; over many repetitions it happens at most α of the time (selection draws set the bets, the
+    predictive rule stops), and an input just past the threshold's reach is certified most of the time."""
+    alpha, trials = 0.1, 400
+    g, w, b = certifier(sigma)
+    request = CertificationRequest(20, n, alpha, 20 * trials, (radius,))
+    below = g.certify_batch(
+        point_at_distance(w, b, radius * (1 - 1e-6)).expand(trials, 1, 4, 4), request, generators(trials)
+    )
+    violations = sum(c.prediction == 1 and c.radius >= radius for c in below)
+    assert violations <= alpha * trials + 3 * math.sqrt(alpha * (1 - alpha) * trials)
+    assert all(c.radius in (0.0, radius) for c in below)
+    above = g.certify_batch(point_at_distance(w, b, 2 * radius).expand(50, 1, 4, 4), request, generators(50, 10**6))
+    assert sum(c.prediction == 1 and c.radius == radius for c in above) > 40
+
+
+def test_one_radius_spends_no_draws_on_radius_zero():
+    """σ = 0.25, r = 0.5 (t = Φ(2)): a far input, every draw agreeing, is certified at r once the bet mixture's
+    all-in share ¾ has grown past 1/α_b: n = log(1/(¾·α_b)) / log(1/t) draws (at the first look past it, looks
+    about 12% apart); an input with p_A ≈ Φ(0.2) = 0.58 (true radius 0.05, certified at 0 by a grid with r = 0
+    in a few hundred draws) has no business with r: it abstains and gives up long before N."""
+    g, w, b = certifier(0.25)
+    params = g.params
+    request = CertificationRequest(100, 100_000, 0.001, 1000, (0.5,))
+    far, near_zero = (point_at_distance(w, b, d) for d in (5.0, 0.05))
+    far_c, zero_c = g.certify_batch(torch.stack([far, near_zero]), request, generators(2))
+    t = norm.cdf(2.0)
+    enough = math.log(1 / (BET_WEIGHTS[0] * 0.001 * params.betting_share)) / math.log(1 / t)
+    assert (far_c.prediction, far_c.radius) == (1, 0.5)
+    assert 100 + enough <= far_c.draws <= 100 + 1.13 * enough + 100
+    assert zero_c.prediction == -1 and zero_c.draws < 100 + 1000
