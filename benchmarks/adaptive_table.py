@@ -88,9 +88,11 @@ def pairs(store: Store, n: int, most: int) -> list[tuple[pd.Series, pd.Series]]:
 
 def adaptive_label(run: pd.Series) -> str:
     """``adaptive``, followed by the parameters the run set away from their defaults, e.g. ``adaptive
-    (futility=0.01)``: rows of differently tuned runs are never mistaken for one another."""
+    (futility=0.01)``, and those it predates (``without prior``: recorded before the parameter existed, so it ran
+    without that feature): rows of differently tuned runs are never mistaken for one another."""
     defaults = dataclasses.asdict(AdaptiveParams())
     changed = [f"{key}={value}" for key, value in run.certifier_params.items() if defaults.get(key) != value]
+    changed += [f"without {key}" for key in defaults if key not in run.certifier_params]
     return f"adaptive ({', '.join(changed)})" if changed else "adaptive"
 
 
@@ -338,6 +340,8 @@ def one_radius_table(store: Store, n: int) -> str:
             f"{certified[0]} / {certified[1]} ({100 * certified[0] / len(common):.1f}% / "
             f"{100 * certified[1] / len(common):.1f}%) |"
         )
+    if len(lines) == 2:
+        return "No one-point-grid run in this store has a Cohen run of the same checkpoint to compare with."
     return "\n".join(lines)
 
 
