@@ -3,6 +3,7 @@
     python benchmarks/adaptive_simulate.py --db STORE [--param futility=0.05 --param stages=8] [--reps 3]
     python benchmarks/adaptive_simulate.py --db STORE --most 35000 --cohen-n 30000
     python benchmarks/adaptive_simulate.py --db STORE --told
+    python benchmarks/adaptive_simulate.py --db STORE --radius 1.0 --reps 10   # one radius, beside its ceiling
     python benchmarks/adaptive_simulate.py --db STORE --most 1000 --cohen-n 100000 --cohen-reps 200   # the noise floor
 
 For every ``cohen`` run at ``--n`` draws in the store, each image's agreeing draws are simulated as
@@ -20,6 +21,9 @@ futility rule), and the same with the 1-point allowance spent where it saves the
 grid radius certified one step lower, as ``benchmarks/adaptive_table.py``'s ``wald, 1 point spent``). The
 first is what a perfect stopping rule would leave of the cost; the second, what one spending the allowance
 perfectly would.
+``--radius r`` simulates the one-point grid ``--radii r`` instead (is each image certified at r?), beside the
+one-threshold ceiling (``adaptive_table.one_threshold_ceiling``) and Cohen's certified accuracy at r. The
+selection count of ĉ_A, which sets the betting prior, is drawn as Binomial(N0, p̂_A).
 A simulation, not a certification: it treats Cohen's estimate as the truth and assumes Cohen's prediction as
 the selected class.
 """
