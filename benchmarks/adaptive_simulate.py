@@ -3,6 +3,7 @@
     python benchmarks/adaptive_simulate.py --db STORE [--param futility=0.05 --param stages=8] [--reps 3]
     python benchmarks/adaptive_simulate.py --db STORE --most 35000 --cohen-n 30000
     python benchmarks/adaptive_simulate.py --db STORE --told
+    python benchmarks/adaptive_simulate.py --db STORE --radius 1.0 --reps 10   # one radius, beside its ceiling
     python benchmarks/adaptive_simulate.py --db STORE --most 1000 --cohen-n 100000 --cohen-reps 200   # the noise floor
 
 For every ``cohen`` run at ``--n`` draws in the store, each image's agreeing draws are simulated as
@@ -20,6 +21,9 @@ futility rule), and the same with the 1-point allowance spent where it saves the
 grid radius certified one step lower, as ``benchmarks/adaptive_table.py``'s ``wald, 1 point spent``). The
 first is what a perfect stopping rule would leave of the cost; the second, what one spending the allowance
 perfectly would.
+``--radius r`` simulates the one-point grid ``--radii r`` instead (is each image certified at r?), beside the
+one-threshold ceiling (``adaptive_table.one_threshold_ceiling``) and Cohen's certified accuracy at r. The
+selection count of ĉ_A, which sets the betting prior, is drawn as Binomial(N0, p̂_A).
 A simulation, not a certification: it treats Cohen's estimate as the truth and assumes Cohen's prediction as
 the selected class.
 """
@@ -32,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-from adaptive_table import reference_draws
+from adaptive_table import one_threshold_ceiling, reference_draws
 from scipy.stats import beta, norm
 
 from rsbench.params import parse_params
@@ -54,7 +58,8 @@ def simulate(
     estimation draws per image (default: the N of Cohen's run)."""
     radii, draws = [], []
     for row in rows.itertuples():
-        test = GridTest(RADII, sigma, float(row.alpha), most or int(row.n), params)
+        selected = int(rng.binomial(int(row.n0), row.n_a / row.n))  # ĉ_A's count among the N0 selection draws
+        test = GridTest(RADII, sigma, float(row.alpha), most or int(row.n), params, (selected, int(row.n0)))
         while not test.done:
             size = test.next_round(params.step)
             test.update(int(rng.binomial(size, row.n_a / row.n)), size)
@@ -64,17 +69,34 @@ def simulate(
     return float(np.mean(draws)), certified_accuracy(np.array(radii), rows["correct"].to_numpy() == 1)
 
 
+def simulate_radius(
+    rows, sigma: float, radius: float, params: AdaptiveParams, rng: np.random.Generator
+) -> tuple[float, float]:
+    """(mean draws per image, certified accuracy (%) at ``radius``) of one simulated run of the certifier with the
+    one-point grid ``--radii radius``: the test of that threshold alone."""
+    certified, draws = [], []
+    for row in rows.itertuples():
+        selected = int(rng.binomial(int(row.n0), row.n_a / row.n))
+        test = GridTest((radius,), sigma, float(row.alpha), int(row.n), params, (selected, int(row.n0)))
+        while not test.done:
+            size = test.next_round(params.step)
+            test.update(int(rng.binomial(size, row.n_a / row.n)), size)
+        certified.append(test.certified == 0 and row.predict >= 0 and row.correct == 1)
+        draws.append(int(row.n0) + test.n)
+    return float(np.mean(draws)), 100 * float(np.mean(certified))
+
+
 def told_draws(
     sigma: float, params: AdaptiveParams, seed: int, reps: int
 ) -> Callable[[float, float, float, int], float]:
     """Estimation draws (mean of ``reps`` simulations) the certifier's tests spend, with p_A = p̂, until they
-    certify threshold t = Φ(r/σ) (t = ½: the prediction) or reach N, with the futility rule off: its tests told
+    certify threshold t = Φ(r/σ) (t = ½: the prediction) or reach N, with the futility rules off: its tests told
     where to stop. They still stop once t is out of reach even if every remaining draw agreed. The grid's tests
     are nested (certifying t certifies every lower threshold with the same draws), so one radius suffices. The
     draws are a function of (``seed``, p̂): two thresholds of one image are tested on the same draws, so the
     lower never costs more and the saving of a step down is not chance. Being a function of its arguments, it is
     computed once per (p̂, t, α, N) and remembered."""
-    tests_only = replace(params, futility=0.0)
+    tests_only = replace(params, futility=0.0, give_up=0.0)
 
     @functools.cache
     def draws(p_hat: float, threshold: float, alpha: float, most: int) -> float:
@@ -121,6 +143,7 @@ def main() -> None:
     parser.add_argument("--cohen-n", type=int, help="also simulate Cohen's CERTIFY at this N on the same p̂_A")
     parser.add_argument("--cohen-reps", type=int, default=100, help="simulated runs of Cohen at --cohen-n per σ")
     parser.add_argument("--told", action="store_true", help="also the tests told where to stop, ± the allowance")
+    parser.add_argument("--radius", type=float, help="the one-point grid --radii R instead: certified at R?")
     parser.add_argument("--reps", type=int, default=1, help="simulated runs per σ (their mean is printed)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -133,11 +156,22 @@ def main() -> None:
         cohen = certified_accuracy(
             np.where(rows.predict >= 0, rows.radius, -1.0).astype(float), rows["correct"].to_numpy() == 1
         )
+        cohen_draws = run.n + run.n0
+        model = str(run.checkpoint_sha256)[:8]
+        if args.radius is not None:
+            one = [simulate_radius(rows, float(run.sigma), args.radius, params, rng) for _ in range(args.reps)]
+            draws, accuracy = (float(np.mean(column)) for column in zip(*one, strict=True))
+            theirs = 100 * float(np.mean((rows.predict >= 0) & (rows.correct == 1) & (rows.radius >= args.radius)))
+            ceiling = one_threshold_ceiling(rows, float(run.sigma), args.radius)
+            print(
+                f"σ = {run.sigma:g}, model {model}, r = {args.radius:g} ({len(rows)} images): {draws:,.0f} draws, "
+                f"{cohen_draws / draws:.1f}× fewer than Cohen (one-threshold ceiling {cohen_draws / ceiling:.1f}×); "
+                f"certified accuracy {accuracy:.1f}% (mean of {args.reps}), Cohen {theirs:.1f}%"
+            )
+            continue
         simulated = [simulate(rows, float(run.sigma), params, rng, args.most) for _ in range(args.reps)]
         draws = float(np.mean([d for d, _ in simulated]))
         accuracies = [a for _, a in simulated]
-        cohen_draws = run.n + run.n0
-        model = str(run.checkpoint_sha256)[:8]
         print(
             f"σ = {run.sigma:g}, model {model} ({len(rows)} images): {draws:,.0f} draws/image, "
             f"{cohen_draws / draws:.1f}× fewer than Cohen; {gap_summary(cohen, accuracies)} (per radius: "

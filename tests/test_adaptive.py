@@ -311,3 +311,159 @@ def test_cohen_against_itself_strays_by_the_flips_of_images_on_a_threshold():
         f"largest gap {0.5 * np.mean(lost):.1f} points (mean of 800 runs); per run {0.5 * np.mean(lost):.1f}, "
         f"over 1 point in {np.mean(np.array(lost) == 3):.0%}"
     )
+
+
+def test_cohen_power_is_the_chance_that_the_clopper_pearson_bound_reaches_the_threshold():
+    """benchmarks/adaptive_table.py's π = P(Cohen's bound ≥ t) against the bound itself: k* found by scanning k for
+    the first one-sided Clopper-Pearson bound (Beta quantile) at or above t, the power summed from the pmf. At
+    p̂ = t a valid bound reaches t with probability at most α; all draws agreeing, it reaches t iff α^(1/n) ≥ t."""
+    adaptive_table = load_benchmark("adaptive_table")
+    n, alpha, t = 2000, 0.001, 0.95
+    k_star = next(k for k in range(n + 1) if beta.ppf(alpha, k, n - k + 1) >= t)
+    for p in (0.955, 0.97, 0.99):
+        expected = sum(binom.pmf(k, n, p) for k in range(k_star, n + 1))
+        assert adaptive_table.cohen_power(p, t, alpha, n) == pytest.approx(expected, rel=1e-9)
+    assert 0.5 * alpha < adaptive_table.cohen_power(t, t, alpha, n) <= alpha
+    assert adaptive_table.cohen_power(1.0, alpha ** (1 / n) - 1e-9, alpha, n) == 1.0
+    assert adaptive_table.cohen_power(1.0, alpha ** (1 / n) + 1e-9, alpha, n) == 0.0
+
+
+def test_matched_power_ceiling_of_unanimous_images_is_walds_bound_at_their_largest_radius():
+    """All N = 100,000 draws agree (σ = 0.5): Cohen's bound α^(1/N) = 0.99993 reaches Φ(1.75/0.5) = 0.99977 but
+    not Φ(2/0.5) = 0.99997, so π = 1 up to r = 1.75 and 0 above; kl(1, α) = log(1/α), KL(1 ‖ t) = log(1/t): the
+    ceiling is log(1/α)/log(1/Φ(3.5)) = 29,691 draws. With 1 point to spend on 100 such images, one certificate
+    per radius may go: the most saved is one image giving up every radius (it then costs the selection draws
+    alone), not one step down as ``Wald, power 1, 1 point spent`` allows."""
+    import pandas as pd
+
+    adaptive_table = load_benchmark("adaptive_table")
+    sigma, alpha, n = 0.5, 0.001, 100_000
+    rows = pd.DataFrame({"predict": [1] * 100, "radius": [1.8] * 100, "n_a": [n] * 100, "n": [n] * 100})
+    rows["n0"], rows["alpha"], rows["correct"] = 100, alpha, 1
+    at = {1.75: math.log(1 / alpha) / -math.log(norm.cdf(1.75 / sigma))}
+    assert at[1.75] == pytest.approx(29_690.8, abs=0.1)
+    assert adaptive_table.matched_power_ceiling(rows, sigma) == pytest.approx(100 + at[1.75])
+    assert adaptive_table.matched_power_ceiling(rows, sigma, 1.0) == pytest.approx(100 + 0.99 * at[1.75])
+    # an abstention costs the selection draws alone; with 0.5 points, no whole certificate may go
+    rows.loc[0, "predict"] = -1
+    assert adaptive_table.matched_power_ceiling(rows, sigma) == pytest.approx(100 + 0.99 * at[1.75])
+    assert adaptive_table.matched_power_ceiling(rows, sigma, 0.5) == pytest.approx(100 + 0.99 * at[1.75])
+
+
+def test_matched_power_ceiling_at_cohens_power_one_half():
+    """One image whose p̂ makes Cohen's count land on k* half the time (π ≈ ½ at the top radius it reaches):
+    the ceiling there is kl(π, α)/KL(p̂ ‖ t), written out, below Wald's power-1 bound log(1/α)/KL(p̂ ‖ t)."""
+    import pandas as pd
+
+    adaptive_table = load_benchmark("adaptive_table")
+    sigma, alpha, n = 1.0, 0.001, 100_000
+    t = norm.cdf(1.0)
+    k_star = next(k for k in range(int(t * n), n) if binom.sf(k - 1, n, t) <= alpha)
+    p = k_star / n  # the median of Binomial(n, k*/n) is k*: π = P(K ≥ k*) ≈ ½
+    power = binom.sf(k_star - 1, n, p)
+    assert 0.45 < power < 0.55
+    rows = pd.DataFrame({"predict": [1], "radius": [1.0], "n_a": [k_star], "n": [n], "n0": [100], "alpha": [alpha]})
+    divergence = p * math.log(p / t) + (1 - p) * math.log((1 - p) / (1 - t))
+    small = power * math.log(power / alpha) + (1 - power) * math.log((1 - power) / (1 - alpha))
+    costs = [adaptive_table.matched_power_costs(p, sigma, alpha, n)[0][j] for j in range(len(adaptive_table.RADII))]
+    assert costs[4] == pytest.approx(small / divergence)  # r = 1.0 is the fifth grid radius
+    assert max(costs) == costs[4]  # lower radii are cheaper, higher ones out of Cohen's reach (π ≤ α)
+    assert adaptive_table.matched_power_ceiling(rows, sigma) == pytest.approx(100 + small / divergence)
+    assert small / divergence < math.log(1 / alpha) / divergence
+
+
+def test_smallest_sufficient_n_of_unanimous_images_is_where_the_bound_reaches_their_radius():
+    """200 correct images, all N draws agreeing, certified by Cohen at r = 1.75 (σ = 0.5): at N' draws the bound
+    α^(1/N') reaches Φ(3.5) iff N' ≥ log α / log Φ(3.5) = 29,690.8; fewer loses all of them (100 points). On the
+    grid of 100 draws the smallest sufficient N is 29,700."""
+    import pandas as pd
+
+    adaptive_table = load_benchmark("adaptive_table")
+    sigma, alpha, n = 0.5, 0.001, 100_000
+    rows = pd.DataFrame({"predict": 1, "n_a": [n] * 200, "n": n, "n0": 100, "alpha": alpha, "correct": 1})
+    assert adaptive_table.smallest_sufficient_n(rows, sigma) == 29_700
+    # two images in 200 (1 point) that N' certifies only at 1.5 are allowed; three are not
+    assert adaptive_table.expected_accuracy(rows, sigma, 29_700)[7] == pytest.approx(100.0)
+    assert adaptive_table.expected_accuracy(rows, sigma, 29_600)[7] == pytest.approx(0.0)
+
+
+def test_selection_weights_are_the_jeffreys_posterior_mass_nearest_each_bet():
+    """Bet c is the likelihood ratio against p_c = t + c(1 - t). Re-derived in p-space: with 90 of 100 selection
+    draws for ĉ_A, each bet but the all-in one gets (1 - floor) × the Beta(90.5, 10.5) mass of the p nearest its
+    p_c (cells split halfway between neighbouring p_c) over the mass of all cells, plus floor/9; the all-in bet
+    gets nothing (a disagreeing draw proves p_A < 1). Unanimous draws keep ¾ on the all-in bet."""
+    from rsbench_plugins.adaptive import BET_FRACTIONS, PRIOR_FLOOR, selection_weights
+
+    t = 0.8
+    weights = selection_weights(1 - t, 90, 100)
+    alternatives = t + np.sort(BET_FRACTIONS) * (1 - t)  # ascending p_c, the all-in bet's p = 1 last
+    cuts = np.concatenate(([t], (alternatives[:-1] + alternatives[1:]) / 2, [1.0]))
+    mass = np.diff(beta.cdf(cuts, 90.5, 10.5))[:-1]  # all but the all-in bet's cell
+    expected = (1 - PRIOR_FLOOR) * mass / mass.sum() + PRIOR_FLOOR / 9
+    assert weights[0] == 0.0
+    assert weights[1:] == pytest.approx(expected[::-1])  # weights follow BET_FRACTIONS' descending order
+    assert weights.sum() == pytest.approx(1.0)
+    unanimous = selection_weights(1 - t, 100, 100)
+    assert unanimous[0] == BET_WEIGHTS[0] and unanimous.sum() == pytest.approx(1.0)
+
+
+def test_a_mixture_keeps_its_level_and_the_best_bet_chosen_afterwards_does_not():
+    """Ville's inequality holds for the mixture whatever fixed weights the selection draws gave it (here the ones
+    for 70 of 100 agreeing draws, concentrated on p near 0.7 while the truth is p = t = 0.7): sup_n W(n) ≥ 1/a at
+    most a of the time. The invalid variant that takes the best single bet after seeing the draws (the maximum
+    over bets instead of their average) crosses far more often: the check has the power to catch it."""
+    from rsbench_plugins.adaptive import BET_FRACTIONS, LOG_LOSS, selection_weights
+
+    rng = np.random.default_rng(1)
+    t, a, paths, length = 0.7, 0.05, 1000, 2000
+    looks = np.unique(np.geomspace(10, length, 25).astype(int))
+    successes = np.cumsum(rng.random((paths, length)) < t, axis=1)[:, looks - 1]
+    weights = selection_weights(1 - t, 70, 100)
+    mixture = sum(
+        any(log_wealth(k, n, 1 - t, weights) >= math.log(1 / a) for k, n in zip(row, looks, strict=True))
+        for row in successes
+    )
+    win = np.log1p(BET_FRACTIONS * (1 - t) / t)
+
+    def best_bet(k, n):
+        with np.errstate(invalid="ignore"):
+            return float(np.max(np.nan_to_num(k * win + (n - k) * LOG_LOSS, nan=-np.inf)))
+
+    snooping = sum(any(best_bet(k, n) >= math.log(1 / a) for k, n in zip(row, looks, strict=True)) for row in successes)
+    assert mixture <= a * paths + 3 * math.sqrt(a * (1 - a) * paths)
+    assert snooping > 1.5 * a * paths
+
+
+@pytest.mark.parametrize("sigma, radius, n", [(0.25, 0.5, 3000), (1.0, 1.0, 2000)])
+def test_one_radius_certifies_an_unsupported_radius_at_most_alpha_of_the_time(sigma, radius, n):
+    """The one-point grid ``--radii r`` tests p_A > Φ(r/σ) alone. With p_A just below that threshold, certifying
+    r is a violation; over many repetitions it happens at most α of the time (selection draws set the bets, the
+    predictive rule stops), and an input just past the threshold's reach is certified most of the time."""
+    alpha, trials = 0.1, 400
+    g, w, b = certifier(sigma)
+    request = CertificationRequest(20, n, alpha, 20 * trials, (radius,))
+    below = g.certify_batch(
+        point_at_distance(w, b, radius * (1 - 1e-6)).expand(trials, 1, 4, 4), request, generators(trials)
+    )
+    violations = sum(c.prediction == 1 and c.radius >= radius for c in below)
+    assert violations <= alpha * trials + 3 * math.sqrt(alpha * (1 - alpha) * trials)
+    assert all(c.radius in (0.0, radius) for c in below)
+    above = g.certify_batch(point_at_distance(w, b, 2 * radius).expand(50, 1, 4, 4), request, generators(50, 10**6))
+    assert sum(c.prediction == 1 and c.radius == radius for c in above) > 40
+
+
+def test_one_radius_spends_no_draws_on_radius_zero():
+    """σ = 0.25, r = 0.5 (t = Φ(2)): a far input, every draw agreeing, is certified at r once the bet mixture's
+    all-in share ¾ has grown past 1/α_b: n = log(1/(¾·α_b)) / log(1/t) draws (at the first look past it, looks
+    about 12% apart); an input with p_A ≈ Φ(0.2) = 0.58 (true radius 0.05, certified at 0 by a grid with r = 0
+    in a few hundred draws) has no business with r: it abstains and gives up long before N."""
+    g, w, b = certifier(0.25)
+    params = g.params
+    request = CertificationRequest(100, 100_000, 0.001, 1000, (0.5,))
+    far, near_zero = (point_at_distance(w, b, d) for d in (5.0, 0.05))
+    far_c, zero_c = g.certify_batch(torch.stack([far, near_zero]), request, generators(2))
+    t = norm.cdf(2.0)
+    enough = math.log(1 / (BET_WEIGHTS[0] * 0.001 * params.betting_share)) / math.log(1 / t)
+    assert (far_c.prediction, far_c.radius) == (1, 0.5)
+    assert 100 + enough <= far_c.draws <= 100 + 1.13 * enough + 100
+    assert zero_c.prediction == -1 and zero_c.draws < 100 + 1000
