@@ -78,3 +78,13 @@ def read_only_folder(tmp_path: Path) -> Path:
     folder.mkdir()
     folder.chmod(0o500)
     return folder
+
+
+def assert_one_error_line(result, *fragments: str, starts: str = "rsbench: error") -> None:
+    """A CLI result (typer's CliRunner) that failed with exit code 2 and one stderr line starting with
+    ``starts`` and holding every fragment."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(starts), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

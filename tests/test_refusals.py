@@ -13,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers import assert_one_error_line
 from rsbench.cli import app
 
 TRAIN = ["train", "--dataset", "mnist", "--sigma", "0.25", "--epochs", "2", "--batch", "128", "--lr", "0.05"]
@@ -24,14 +25,6 @@ def invoke(args: list[str], cwd: Path, data: Path | None = None):
     env = {"RSBENCH_DB": None, "RSBENCH_DATA": str(data) if data else None}
     with contextlib.chdir(cwd):
         return CliRunner().invoke(app, args, env=env)
-
-
-def assert_one_error_line(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rsbench: error"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
