@@ -657,6 +657,7 @@ def export(
         rsbench export 3 -o noise_0.50.tsv
     """
     from rsbench.results.cohen_tsv import export_tsv
+    from rsbench.results.record_schema import check_header
     from rsbench.results.records import is_record_path, record_of, write_record
     from rsbench.store import open_store
 
@@ -673,6 +674,10 @@ def export(
         console.print(f"wrote {count} rows to {output}", markup=False)
         return
     document = record_of(store, run, {"paper": paper, "paper_url": paper_url, "extra_data": extra_data})
+    try:  # what import and validate would refuse (a --paper-url that is no http(s) link) is never written
+        check_header(output or Path("<stdout>"), {k: v for k, v in document.items() if k != "rows"})
+    except RsbenchError as error:
+        fail(f"the record would not validate: {error.message}", "check --paper, --paper-url and the run")
     if output is None:
         out(json.dumps(document, allow_nan=False))
         return

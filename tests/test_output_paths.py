@@ -185,3 +185,15 @@ def test_a_really_full_disk_is_one_line_and_leaves_nothing(tiny_filesystem):
         atomic_write(tiny_filesystem / "x.bin", os.urandom(1 << 20))
     assert "\n" not in str(error.value)
     assert os.listdir(tiny_filesystem) == ["x.bin"] and (tiny_filesystem / "x.bin").read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "https://x.org/a b", "ftp://x.org/paper"])
+def test_an_export_that_import_would_refuse_is_never_written(db, tmp_path, url):
+    """`rsbench validate` and `rsbench import` accept only http(s) links without spaces or controls: an
+    export given another --paper-url fails in one line and leaves no file (stdout gets nothing either)."""
+    target = tmp_path / "run.json.gz"
+    result = invoke(["export", "1", "--format", "json", "--paper-url", url, "-o", str(target)], db, tmp_path)
+    assert_one_error_line(result, "the record would not validate", "model_info.paper_url")
+    assert not target.exists()
+    printed = invoke(["export", "1", "--format", "json", "--paper-url", url], db, tmp_path)
+    assert printed.exit_code == 2 and printed.stdout == ""
