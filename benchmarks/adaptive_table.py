@@ -62,7 +62,9 @@ with power ≈ 1 on average (Wald's inequality; `1 point spent`: 1% of the image
 KL(p_A ‖ t_j) with π_ij = P(Cohen's bound at N ≥ t_j), and `1 point spent`, the same after giving up at most
 1% of the expected certificates per radius; `cohen at N = …`, Cohen's CERTIFY at the smallest fixed N whose
 expected certified accuracy stays within 1 point of its own at N (the second baseline). The ratio row gives
-the adaptive certifier's saving against both baselines.
+the adaptive certifier's saving against both baselines, and its largest gap in certified accuracy from Cohen's
+run and from the mean of Cohen reruns (the expected certified accuracy of CERTIFY at N under Binomial(N, p̂_A)
+counts: Σ_i π_ij over the images, with π_ij as above; one run on 200 images moves by 0.5 points per image).
 Regenerate with `python benchmarks/adaptive_table.py --db STORE --out leaderboards/certifiers-adaptive-quick.md`.
 
 """
@@ -218,6 +220,14 @@ def expected_accuracy(rows: pd.DataFrame, sigma: float, n: int) -> np.ndarray:
     )
 
 
+def gap_from_reruns(cohen_rows: pd.DataFrame, summary: dict[str, float], sigma: float) -> float:
+    """Largest gap (points) over the grid between a run's certified accuracy (``summarize``) and the mean of
+    Cohen reruns at the N of ``cohen_rows`` (``expected_accuracy``): the goal's "within 1 point", judged against
+    what Cohen's CERTIFY gives on average rather than against its one recorded run."""
+    reruns = expected_accuracy(cohen_rows, sigma, int(cohen_rows["n"].iloc[0]))
+    return max(abs(reruns[j] - summary[f"{r:.2f}"]) for j, r in enumerate(RADII))
+
+
 def smallest_sufficient_n(rows: pd.DataFrame, sigma: float, points: float = 1.0, resolution: int = 100) -> int:
     """The smallest fixed N, on a grid of ``resolution`` draws, from which on every N of the grid up to the run's
     own keeps ``expected_accuracy`` within ``points`` of the expected accuracy at the run's N at every grid radius:
@@ -298,10 +308,12 @@ def table(store: Store, n: int, most: int) -> str:
             )
         saving = theirs["draws/image"] / ours["draws/image"]
         worst = max(abs(theirs[f"{r:.2f}"] - ours[f"{r:.2f}"]) for r in RADII)
+        from_reruns = gap_from_reruns(cohen_rows, ours, sigma)
         lines.append(
             f"| {model} | | **ratio / gap** | **{saving:.1f}× fewer** | {small_draws / ours['draws/image']:.1f}× fewer "
             f"than Cohen at N = {smallest:,}; {ours['draws/image'] / ceiling:.2f}× the ceiling's draws; largest gap in "
-            f"certified accuracy: **{worst:.1f} points** |" + " |" * (len(RADII) - 1)
+            f"certified accuracy: **{worst:.1f} points** from Cohen's run, **{from_reruns:.1f}** from the mean of "
+            "Cohen reruns |" + " |" * (len(RADII) - 1)
         )
     return "\n".join(lines)
 

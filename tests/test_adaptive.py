@@ -387,6 +387,24 @@ def test_smallest_sufficient_n_of_unanimous_images_is_where_the_bound_reaches_th
     assert adaptive_table.expected_accuracy(rows, sigma, 29_600)[7] == pytest.approx(0.0)
 
 
+def test_gap_from_reruns_lines_the_grid_up_with_cohens_expected_accuracy():
+    """Two images at σ = 0.25, N = 100,000, α = 0.001: one correct with all N draws agreeing (Cohen's bound
+    α^(1/N) = Φ(3.81), radius 0.95: every rerun certifies it at grid radii 0 … 0.75), one wrong. Reruns' mean
+    certified accuracy: 50% up to 0.75, 0 beyond. A run that certifies the first only up to 0.5 is 50 points off
+    at 0.75 alone; one that matches the reruns is 0 off."""
+    import pandas as pd
+
+    adaptive_table = load_benchmark("adaptive_table")
+    sigma, alpha, n = 0.25, 0.001, 100_000
+    assert sigma * norm.ppf(alpha ** (1 / n)) == pytest.approx(0.953, abs=1e-3)
+    rows = pd.DataFrame({"predict": [1, 1], "n_a": [n, n], "n": n, "n0": 100, "alpha": alpha, "correct": [1, 0]})
+    radii = adaptive_table.RADII
+    short = {f"{r:.2f}": 50.0 if r <= 0.5 else 0.0 for r in radii}
+    assert adaptive_table.gap_from_reruns(rows, short, sigma) == pytest.approx(50.0)
+    matching = {f"{r:.2f}": 50.0 if r <= 0.75 else 0.0 for r in radii}
+    assert adaptive_table.gap_from_reruns(rows, matching, sigma) == pytest.approx(0.0, abs=1e-9)
+
+
 def test_selection_weights_are_the_jeffreys_posterior_mass_nearest_each_bet():
     """Bet c is the likelihood ratio against p_c = t + c(1 - t). Re-derived in p-space: with 90 of 100 selection
     draws for ĉ_A, each bet but the all-in one gets (1 - floor) × the Beta(90.5, 10.5) mass of the p nearest its
