@@ -139,7 +139,7 @@ class AdaptiveParams(SpeedParams):
         max=0.5,
     )
     give_up: float = hyperparameter(
-        0.05,
+        0.1,
         "γ: stop an input whose selection draws disagreed once the predictive probability that a later stage "
         "certifies the next radius is below γ (Jeffreys posterior of its draws; power, not validity; 0 = off)",
         min=0.0,
