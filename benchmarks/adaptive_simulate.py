@@ -98,7 +98,7 @@ def told_draws(
     draws are a function of (``seed``, p̂): two thresholds of one image are tested on the same draws, so the
     lower never costs more and the saving of a step down is not chance. Being a function of its arguments, it is
     computed once per (p̂, t, α, N) and remembered."""
-    tests_only = replace(params, futility=0.0, give_up=0.0)
+    tests_only = replace(params, futility=0.0, give_up=0.0, give_up_one_radius=0.0, give_up_unanimous=0.0)
 
     @functools.cache
     def draws(p_hat: float, threshold: float, alpha: float, most: int) -> float:

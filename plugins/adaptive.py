@@ -35,7 +35,8 @@ Design, chosen from the statistics:
 4. Stopping, which never affects validity (only the rejections above make claims): an input stops when
    the next radius is out of reach even if every remaining draw agreed (deterministic), when it is
    futile: with p_A at its (1-β) upper Clopper-Pearson bound no later test would reach it, or (``give_up``
-   γ for inputs whose selection draws disagreed at least once, ``give_up_unanimous`` for the others) when
+   γ for inputs whose selection draws disagreed at least once, ``give_up_one_radius`` for those of a one-point
+   grid, ``give_up_unanimous`` for the others) when
    the predictive probability that a later stage certifies the next radius, under the Jeffreys posterior of
    the draws so far, is below γ. Cohen's
    own power at a threshold p_A sits just above is about ½, so an input the predictive rule gives up on
@@ -145,6 +146,13 @@ class AdaptiveParams(SpeedParams):
         min=0.0,
         max=0.5,
     )
+    give_up_one_radius: float = hyperparameter(
+        0.05,
+        "γ of give_up for a one-point grid (--radii r): there each input given up is a certificate lost at the one "
+        "radius asked, so it gives up less readily than a grid",
+        min=0.0,
+        max=0.5,
+    )
     give_up_unanimous: float = hyperparameter(
         0.0,
         "γ for inputs whose N0 selection draws all agreed: p_A = 1 stays possible there, where a Jeffreys posterior "
@@ -183,10 +191,13 @@ class GridTest:
         selection: tuple[int, int] | None = None,
     ):
         # One positive radius alone asks "certified at r?": its test alone, no draws spent on r = 0 (p_A > ½).
-        self.radii = tuple(radii) if len(radii) == 1 and radii[0] > 0 else (0.0, *[r for r in radii if r > 0])
+        one_radius = len(radii) == 1 and radii[0] > 0
+        self.radii = tuple(radii) if one_radius else (0.0, *[r for r in radii if r > 0])
         self.sigma, self.n_max, self.futility = sigma, n_max, params.futility
         unanimous = selection is not None and selection[0] == selection[1]
-        self.give_up = params.give_up_unanimous if unanimous else params.give_up
+        self.give_up = (
+            params.give_up_unanimous if unanimous else params.give_up_one_radius if one_radius else params.give_up
+        )
         self.tails = [float(norm.sf(r / sigma)) for r in self.radii]  # 1 - t_j, precise near t_j = 1
         self.weights = [
             selection_weights(tail, *selection) if params.prior and selection is not None else BET_WEIGHTS

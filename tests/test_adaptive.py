@@ -485,3 +485,16 @@ def test_one_radius_spends_no_draws_on_radius_zero():
     assert (far_c.prediction, far_c.radius) == (1, 0.5)
     assert 100 + enough <= far_c.draws <= 100 + 1.13 * enough + 100
     assert zero_c.prediction == -1 and zero_c.draws < 100 + 1000
+
+
+def test_each_kind_of_input_gets_its_own_give_up_level():
+    """γ for a grid input whose selection draws disagreed (``give_up``), for one of a one-point grid
+    (``give_up_one_radius``), and for one whose selection draws all agreed (``give_up_unanimous``, either grid)."""
+    from rsbench_plugins.adaptive import GridTest
+
+    params = AdaptiveParams(give_up=0.3, give_up_one_radius=0.02, give_up_unanimous=0.001)
+    assert GridTest(GRID, 1.0, 0.001, 100_000, params, (90, 100)).give_up == 0.3
+    assert GridTest((1.0,), 1.0, 0.001, 100_000, params, (90, 100)).give_up == 0.02
+    assert GridTest(GRID, 1.0, 0.001, 100_000, params, (100, 100)).give_up == 0.001
+    assert GridTest((1.0,), 1.0, 0.001, 100_000, params, (100, 100)).give_up == 0.001
+    assert GridTest((0.0, 1.0), 1.0, 0.001, 100_000, params, (90, 100)).give_up == 0.3  # r = 0 makes it a grid
