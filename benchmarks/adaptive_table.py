@@ -71,13 +71,13 @@ Regenerate with `python benchmarks/adaptive_table.py --db STORE --out leaderboar
 
 
 def pairs(store: Store, n: int, most: int) -> list[tuple[pd.Series, pd.Series]]:
-    """(cohen run at ``n`` draws, adaptive run of at most ``most``) per checkpoint, the latest of each with the
-    same noise seed and α."""
+    """(cohen run at ``n`` draws, adaptive run of at most ``most``): every adaptive grid run (each setting of
+    it a row of its own), with the latest Cohen run of the same checkpoint, noise seed and α."""
     runs = store.runs(kind="certify")
     cohen = runs[(runs.certifier == "cohen") & (runs.n == n)]
     adaptive = runs[(runs.certifier == "adaptive") & (runs.n == most) & (runs.radii.map(len) > 1)]
     found = []
-    for _, a in adaptive.groupby("checkpoint_sha256").tail(1).iterrows():
+    for _, a in adaptive.iterrows():
         same = cohen[
             (cohen.checkpoint_sha256 == a.checkpoint_sha256)
             & (cohen.noise_seed == a.noise_seed)
