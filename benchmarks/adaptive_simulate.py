@@ -53,6 +53,19 @@ def certified_accuracy(radius: np.ndarray, correct: np.ndarray) -> np.ndarray:
     return np.array([100 * np.mean(correct & (radius >= r)) for r in (0.0, *RADII)])
 
 
+def simulated_test(row, radii, sigma: float, most: int, params: AdaptiveParams, rng: np.random.Generator) -> GridTest:
+    """The certifier's tests of one image at ``radii``, run to their stop on Binomial draws at p̂_A = n_A/N, with
+    at most ``most`` estimation draws; the selection count of ĉ_A among the N0 draws, which sets the betting
+    prior, is drawn as Binomial(N0, p̂_A)."""
+    p_hat = row.n_a / row.n
+    selected = int(rng.binomial(int(row.n0), p_hat))
+    test = GridTest(radii, sigma, float(row.alpha), most, params, (selected, int(row.n0)))
+    while not test.done:
+        size = test.next_round(params.step)
+        test.update(int(rng.binomial(size, p_hat)), size)
+    return test
+
+
 def simulate(
     rows, sigma: float, params: AdaptiveParams, rng: np.random.Generator, most: int | None = None
 ) -> tuple[float, np.ndarray]:
@@ -60,11 +73,7 @@ def simulate(
     estimation draws per image (default: the N of Cohen's run)."""
     radii, draws = [], []
     for row in rows.itertuples():
-        selected = int(rng.binomial(int(row.n0), row.n_a / row.n))  # ĉ_A's count among the N0 selection draws
-        test = GridTest(RADII, sigma, float(row.alpha), most or int(row.n), params, (selected, int(row.n0)))
-        while not test.done:
-            size = test.next_round(params.step)
-            test.update(int(rng.binomial(size, row.n_a / row.n)), size)
+        test = simulated_test(row, RADII, sigma, most or int(row.n), params, rng)
         certificate = test.certificate(int(row.predict), int(row.n0))
         radii.append(certificate.radius if certificate.prediction >= 0 and row.predict >= 0 else -1.0)
         draws.append(certificate.draws)
@@ -78,11 +87,7 @@ def simulate_radius(
     one-point grid ``--radii radius``: the test of that threshold alone."""
     certified, draws = [], []
     for row in rows.itertuples():
-        selected = int(rng.binomial(int(row.n0), row.n_a / row.n))
-        test = GridTest((radius,), sigma, float(row.alpha), int(row.n), params, (selected, int(row.n0)))
-        while not test.done:
-            size = test.next_round(params.step)
-            test.update(int(rng.binomial(size, row.n_a / row.n)), size)
+        test = simulated_test(row, (radius,), sigma, int(row.n), params, rng)
         certified.append(test.certified == 0 and row.predict >= 0 and row.correct == 1)
         draws.append(int(row.n0) + test.n)
     return float(np.mean(draws)), 100 * float(np.mean(certified))
