@@ -31,8 +31,17 @@ Design, chosen from the statistics:
    an anytime-valid one (z²_α against ≈ 2 log(1/α) per unit of information), so inputs whose p_A lies
    just above a t_j are certified at the first stage that resolves it, and inputs near a grid radius
    lose almost nothing against Cohen at the same N (the final stage holds most of the α).
-   α_b + Σ α_s = α (union bound): the certificate holds with probability ≥ 1-α however sampling stops.
-4. Stopping, which never affects validity (only the rejections above make claims): an input stops when
+   α_b + Σ α_s = α: by the union bound alone, the certificate holds with probability ≥ 1-α however
+   sampling stops.
+4. The final bound at N is not held to its share α_f, which would waste what the other tests leave
+   unspent: at p_A = t_j, the worst case of H_j since every test rejects on few failures, the
+   chance that the betting test or an earlier stage rejects at some look is computed exactly (the looks are
+   the same for every input and the failure count moves by Binomial steps between them: a group-sequential
+   design's crossing probability, ``final_tolerance``), and the final bound certifies with as many failures
+   as keeps the total at α. It gets α_f plus the slack of Ville's inequality, of the discrete stages and of
+   paths two tests reject: near a threshold it tolerates Cohen's count or nearly (σ = 0.5, r = 1.75: 9
+   failures in 100,000 as Cohen, where α_f alone allows 8).
+5. Stopping, which never affects validity (only the rejections above make claims): an input stops when
    the next radius is out of reach even if every remaining draw agreed (deterministic), when it is
    futile: with p_A at its (1-β) upper Clopper-Pearson bound no later test would reach it, or (``give_up``
    γ for inputs whose selection draws disagreed at least once, ``give_up_one_radius`` for those of a one-point
@@ -50,12 +59,14 @@ rule); ``draws`` = N0 + estimation draws used, at most N0 + N (Cohen's cost is t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.signal import fftconvolve
 from scipy.special import logsumexp
 from scipy.stats import beta, betabinom, binom, norm
 
@@ -73,24 +84,27 @@ with failures are served as well by the Clopper-Pearson stages)."""
 with np.errstate(divide="ignore"):
     LOG_LOSS = np.log1p(-BET_FRACTIONS)
     """log(1 - λ_m t): a failure's factor (-∞ for the all-in bet)."""
-FIRST_LOOK, GROWTH = 100, 8
-"""Round sizes: 100 draws, then one eighth of the draws so far (looks about every 12%), up to ``step``."""
+GROWTH = 8
+"""Round sizes after the first: one eighth of the draws so far (looks about every 12%), up to ``step``."""
 
 
 PRIOR_FLOOR = 0.2
 """Share of the non-all-in weight spread evenly over the bets whatever the selection draws say (robustness)."""
 
 
-def log_wealth(k: float, n: float, one_minus_t: float, weights: np.ndarray = BET_WEIGHTS) -> float:
+def log_wealth(k, n, one_minus_t: float, weights: np.ndarray = BET_WEIGHTS):
     """log W(k, n) of the bet mixture with prior ``weights`` against H: p ≤ t after k successes in n draws
-    (t = 1 - one_minus_t)."""
-    t = 1.0 - one_minus_t
+    (t = 1 - one_minus_t); k and n may be arrays (broadcast together)."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
     if one_minus_t <= 0:
-        return -math.inf
-    win = k * np.log1p(BET_FRACTIONS * one_minus_t / t)
-    loss = (n - k) * LOG_LOSS if n > k else 0.0
-    with np.errstate(divide="ignore"):
-        return float(logsumexp(np.log(weights) + np.where(weights > 0, win + loss, 0.0)))
+        return -math.inf if np.ndim(k + n) == 0 else np.full(np.shape(k + n), -math.inf)
+    win = k[..., None] * np.log1p(BET_FRACTIONS * one_minus_t / (1.0 - one_minus_t))
+    failures = (n - k)[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loss = np.where(failures > 0, failures * LOG_LOSS, 0.0)  # 0 · log 0 = 0: no failure, nothing lost
+        terms = np.where(weights > 0, np.log(weights) + win + loss, -np.inf)
+        wealth = logsumexp(terms, axis=-1)
+    return float(wealth) if wealth.ndim == 0 else wealth
 
 
 def selection_weights(one_minus_t: float, count: int, n0: int) -> np.ndarray:
@@ -125,17 +139,25 @@ def cp_upper(k: float, n: float, level: float) -> float:
 
 @dataclass(frozen=True)
 class AdaptiveParams(SpeedParams):
+    first_look: int = hyperparameter(
+        50, "estimation draws per input before the first look at the counts, and the least between two", min=1
+    )
     step: int = hyperparameter(2000, "most estimation draws per input between two looks at the counts", min=1)
     stages: int = hyperparameter(
         4, "Clopper-Pearson bounds at N/2^(S-1), …, N/2, N draws (Horváth et al. 2022's stages)", min=1, max=12
     )
     betting_share: float = hyperparameter(0.4, "share of α for the anytime-valid betting tests", min=0.01, max=0.98)
     final_share: float = hyperparameter(
-        0.4, "share of α for the Clopper-Pearson bound at N (the earlier stages share the rest)", min=0.01, max=0.98
+        0.4,
+        "least share of α for the Clopper-Pearson bound at N, which also takes all that the other tests leave "
+        "unspent (computed exactly); the earlier stages share the rest",
+        min=0.01,
+        max=0.98,
     )
     futility: float = hyperparameter(
-        1e-4,
-        "β: stop when the (1-β) upper bound on p_A cannot reach the next radius by N (power, not validity)",
+        0.05,
+        "β: stop when, with p_A at its (1-β) upper bound, no later look certifies the next radius with probability "
+        "β or more (power, not validity; 0 = off)",
         min=0.0,
         max=0.5,
     )
@@ -166,7 +188,8 @@ class AdaptiveParams(SpeedParams):
 
 
 def stage_levels(alpha: float, n_max: int, params: AdaptiveParams) -> list[tuple[int, float]]:
-    """(draws, α_s) of each Clopper-Pearson stage; with the betting tests' share they sum to at most α."""
+    """(draws, α_s) of each Clopper-Pearson stage; with the betting tests' share they sum to at most α. The
+    last stage's α_s is its floor: it also gets whatever the earlier tests leave unspent (``final_tolerance``)."""
     if params.betting_share + params.final_share > 1:
         raise RsbenchError("betting_share + final_share must be at most 1", "e.g. --param betting_share=0.2")
     sizes = sorted({math.ceil(n_max / 2 ** (params.stages - 1 - s)) for s in range(params.stages)})
@@ -175,11 +198,114 @@ def stage_levels(alpha: float, n_max: int, params: AdaptiveParams) -> list[tuple
     return [(size, early) for size in sizes[:-1]] + [(n_max, alpha * params.final_share + (rest if early == 0 else 0))]
 
 
+def look_sizes(n_max: int, stage_sizes: Sequence[int], first: int, step: int) -> np.ndarray:
+    """Estimation draws at each look at the counts: ``first``, then about one eighth more each time (at least
+    ``first``, at most ``step``), landing exactly on every stage's size. The same for every input, so the tests'
+    joint law is computable."""
+    looks, n = [], 0
+    while n < n_max:
+        stage = min(size for size in stage_sizes if size > n)
+        n += min(step, stage - n, max(first, n // GROWTH))
+        looks.append(n)
+    return np.array(looks)
+
+
+def largest_passing(passes, low: int, high: int) -> int:
+    """The largest f in [low, high) with ``passes(f)``, for a ``passes`` true up to some f and false after
+    (``low`` - 1 where none is); a binary search."""
+    low, high = low - 1, high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if passes(middle) else (low, middle)
+    return low
+
+
+def betting_tolerance(looks: np.ndarray, one_minus_t: float, weights: np.ndarray, log_barrier: float) -> np.ndarray:
+    """The most failures with which the betting test rejects H: p ≤ t at each look (W ≥ 1/α_b; -1: none can).
+    W falls with every failure, so a binary search, run for all looks at once."""
+    low, high = np.full(len(looks), -1), looks + 1  # rejects with `low` failures (none: -1), not with `high`
+    while np.any(high - low > 1):
+        middle = (low + high) // 2
+        rejects = log_wealth(looks - middle, looks, one_minus_t, weights) >= log_barrier
+        low, high = np.where(rejects, middle, low), np.where(rejects, high, middle)
+    return low
+
+
+def binomial_steps(mass: np.ndarray, low: int, draws: int, q: float, cut_at: float) -> tuple[np.ndarray, int, float]:
+    """The law of the failure count after ``draws`` more draws, each a failure with probability q: ``mass[i]`` =
+    P(f = low + i) convolved with Binomial(draws, q). Returns (mass, low, cut): the step's law is kept within 12
+    standard deviations and the new law below ``cut_at``; ``cut`` is the probability left out (≤ 1e-30 or so)."""
+    spread = 12 * math.sqrt(draws * q * (1 - q)) + 2
+    first, last = max(0, math.floor(draws * q - spread)), min(draws, math.ceil(draws * q + spread))
+    step = binom.pmf(np.arange(first, last + 1), draws, q)
+    total = mass.sum()
+    mass = fftconvolve(mass, step).clip(min=0.0)
+    low += first
+    cut = max(0.0, 1.0 - step.sum()) * total
+    keep = max(1, min(len(mass), math.ceil(cut_at) - low + 1))
+    cut += mass[keep:].sum()
+    return mass[:keep], low, cut
+
+
+def final_tolerance(one_minus_t: float, looks: np.ndarray, early: np.ndarray, alpha: float) -> int:
+    """The most failures at the last look (N draws) with which the final bound certifies p > t, computed so that
+    under p = t the chance that any look rejects stays at most α: a group-sequential design's exact crossing
+    probability. Every test rejects on few failures, so that chance grows with p and p = t is the worst case of
+    H: p ≤ t. The failure count moves by Binomial steps between looks; at each look the paths the earlier tests
+    reject (``early[l]`` failures or fewer) are counted and removed. The final bound gets whatever they leave
+    unspent: at least its own share α_s, plus the slack of Ville's inequality, of the discrete Clopper-Pearson
+    stages and of paths two tests reject. Probability cut off in the tails counts as spent, and a relative
+    1e-6 of α is kept back against rounding."""
+    q = one_minus_t
+    mass, low, spent, previous = np.ones(1), 0, 0.0, 0
+    for n, tolerance in zip(looks, [*early, None], strict=True):
+        horizon = n * q + 12 * math.sqrt(n * q * (1 - q)) + 2
+        mass, low, cut = binomial_steps(mass, low, int(n - previous), q, horizon)
+        spent, previous = spent + cut, n
+        if tolerance is None:  # the last look: the largest b with P(f_N ≤ b, no earlier rejection) in what is left
+            allowed = alpha * (1 - 1e-6) - spent
+            return low - 1 + int(np.searchsorted(np.cumsum(mass), allowed, side="right"))
+        rejected = int(min(len(mass), max(0, tolerance + 1 - low)))
+        spent += mass[:rejected].sum()
+        mass, low = mass[rejected:], low + rejected
+        if len(mass) == 0:
+            mass = np.zeros(1)
+    raise AssertionError("looks end at N")
+
+
+@functools.lru_cache(maxsize=4096)
+def tolerances(
+    radius: float, sigma: float, alpha: float, n_max: int, params: AdaptiveParams, selection: tuple[int, int] | None
+) -> np.ndarray:
+    """The most failures (estimation draws not of ĉ_A) with which the tests certify ``radius`` at each look of
+    ``look_sizes`` (-1: they cannot): the betting test at every look, a Clopper-Pearson stage where one ends, and
+    at N the exact final bound of ``final_tolerance``. A function of the selection draws through the bets'
+    prior, computed once per setting and remembered."""
+    one_minus_t = float(norm.sf(radius / sigma))  # 1 - t_j, precise near t_j = 1
+    weights = selection_weights(one_minus_t, *selection) if params.prior and selection is not None else BET_WEIGHTS
+    stages = stage_levels(alpha, n_max, params)
+    looks = look_sizes(n_max, [size for size, _ in stages], params.first_look, params.step)
+    log_barrier = math.log(1 / (alpha * params.betting_share))
+    tolerance = betting_tolerance(looks, one_minus_t, weights, log_barrier)
+
+    def stage_certifies(failures: int, size: int, level: float) -> bool:
+        bound = cp_lower(size - failures, size, level)
+        return bound >= 0.5 and sigma * float(norm.ppf(bound)) >= radius
+
+    for size, level in stages[:-1]:
+        at = int(np.searchsorted(looks, size))
+        passes = functools.partial(stage_certifies, size=size, level=level)
+        tolerance[at] = max(tolerance[at], largest_passing(passes, 0, size + 1))
+    tolerance[-1] = final_tolerance(one_minus_t, looks, tolerance[:-1], alpha)
+    tolerance.setflags(write=False)
+    return tolerance
+
+
 class GridTest:
     """The tests of one input: thresholds of r_0 = 0 < r_1 < … and the state of its draws.
 
-    Claims come from the betting tests (level α_b) and the Clopper-Pearson stages (α_s each); a wrong
-    claim needs one of them to fail, so P(wrong) ≤ α_b + Σ α_s ≤ α whenever sampling stops."""
+    Each threshold's tests (betting at every look, Clopper-Pearson stages, the exact final bound) together
+    reject a true H_j with probability at most α (``final_tolerance``), whenever sampling stops."""
 
     def __init__(
         self,
@@ -193,81 +319,69 @@ class GridTest:
         # One positive radius alone asks "certified at r?": its test alone, no draws spent on r = 0 (p_A > ½).
         one_radius = len(radii) == 1 and radii[0] > 0
         self.radii = tuple(radii) if one_radius else (0.0, *[r for r in radii if r > 0])
-        self.sigma, self.n_max, self.futility = sigma, n_max, params.futility
+        self.sigma, self.alpha, self.n_max, self.params, self.selection = sigma, alpha, n_max, params, selection
         unanimous = selection is not None and selection[0] == selection[1]
         self.give_up = (
             params.give_up_unanimous if unanimous else params.give_up_one_radius if one_radius else params.give_up
         )
-        self.tails = [float(norm.sf(r / sigma)) for r in self.radii]  # 1 - t_j, precise near t_j = 1
-        self.weights = [
-            selection_weights(tail, *selection) if params.prior and selection is not None else BET_WEIGHTS
-            for tail in self.tails
-        ]
         self.stages = stage_levels(alpha, n_max, params)
-        self.log_barrier = math.log(1 / (alpha * params.betting_share))
+        self.looks = look_sizes(n_max, [size for size, _ in self.stages], params.first_look, params.step)
+        self.stage_looks = np.searchsorted(self.looks, [size for size, _ in self.stages])
+        self.look = -1  # index of the last look taken
         self.k = self.n = 0
         self.certified = -1  # index of the largest radius certified so far
         self.bound = 0.0  # the largest lower confidence bound on p_A established so far
         self.done = False
-        self.needed: dict[tuple[int, int], float] = {}  # (radius, stage): the count that stage needs to certify it
 
-    def rejects(self, j: int, k: float, n: float) -> bool:
-        return log_wealth(k, n, self.tails[j], self.weights[j]) >= self.log_barrier
+    def tolerance(self, j: int) -> np.ndarray:
+        """Failures with which radius j is certified at each look."""
+        selection = self.selection if self.params.prior else None
+        return tolerances(self.radii[j], self.sigma, self.alpha, self.n_max, self.params, selection)
 
-    def stage_certifies(self, j: int, k: float, size: int, level: float) -> bool:
-        bound = cp_lower(k, size, level)
-        return bound >= 0.5 and self.sigma * float(norm.ppf(bound)) >= self.radii[j]
-
-    def reachable(self, j: int, p: float) -> bool:
-        """Could radius j be certified later if the remaining draws agreed at rate ``p``?"""
-        later = [(size, level) for size, level in self.stages if size > self.n]
-        return self.rejects(j, self.k + p * (self.n_max - self.n), self.n_max) or any(
-            self.stage_certifies(j, self.k + p * (size - self.n), size, level) for size, level in later
-        )
+    def chance_later(self, j: int, p: float) -> float:
+        """The largest chance, over the later looks, that radius j is certified there if each remaining draw
+        agrees with probability ``p`` (1 or 0 for p = 1: could it be certified if every remaining draw agreed?)."""
+        later = self.looks[self.look + 1 :]
+        room = self.tolerance(j)[self.look + 1 :] - (self.n - self.k)
+        return float(np.max(binom.cdf(room, later - self.n, 1 - p), initial=0.0))
 
     def promising(self, j: int) -> bool:
-        """Is the predictive probability that some later stage certifies radius j at least γ? The count a stage
-        of s draws at level α_s needs is k* = (the (1-α_s) upper quantile of Binomial(s, t_j)) + 1, and the count
-        it will see is k plus a Beta-binomial draw of the s - n draws to come under the Jeffreys posterior
-        Beta(k + ½, n - k + ½) of the estimation draws so far."""
-        for s, (size, level) in enumerate(self.stages):
+        """Is the predictive probability that some later stage certifies radius j at least γ? A stage of s draws
+        certifies with f* failures or fewer; the failures it will see are f plus a Beta-binomial draw of the
+        s - n draws to come under the Jeffreys posterior Beta(f + ½, k + ½) of the estimation draws so far."""
+        failures, tolerance = self.n - self.k, self.tolerance(j)
+        for size, at in zip((size for size, _ in self.stages), self.stage_looks, strict=True):
             if size > self.n:
-                if (j, s) not in self.needed:
-                    self.needed[j, s] = float(binom.isf(level, size, 1 - self.tails[j])) + 1
-                remaining = self.needed[j, s] - self.k
-                if remaining <= 0:
-                    return True
-                chance = betabinom.sf(remaining - 1, size - self.n, self.k + 0.5, self.n - self.k + 0.5)
-                if chance >= self.give_up:
+                room = tolerance[at] - failures
+                if room >= 0 and betabinom.cdf(room, size - self.n, failures + 0.5, self.k + 0.5) >= self.give_up:
                     return True
         return False
 
     def update(self, successes: int, draws: int) -> None:
-        """Add a round's draws; certify what the tests reject; decide whether to stop."""
-        self.k, self.n = self.k + successes, self.n + draws
-        while self.certified + 1 < len(self.radii) and self.rejects(self.certified + 1, self.k, self.n):
+        """Add a round's draws (the next look is ``next_round`` draws on); certify what the tests reject; decide
+        whether to stop."""
+        self.k, self.n, self.look = self.k + successes, self.n + draws, self.look + 1
+        if self.n != self.looks[self.look]:
+            raise ValueError(f"a look at {self.n} draws, where the tests look at {self.looks[self.look]}")
+        failures = self.n - self.k
+        while self.certified + 1 < len(self.radii) and failures <= self.tolerance(self.certified + 1)[self.look]:
             self.certified += 1
-            self.bound = max(self.bound, 1 - self.tails[self.certified])
+            self.bound = max(self.bound, float(norm.cdf(self.radii[self.certified] / self.sigma)))
         for size, level in self.stages:
             if size == self.n:
                 self.bound = max(self.bound, cp_lower(self.k, size, level))
-                while self.certified + 1 < len(self.radii) and self.stage_certifies(
-                    self.certified + 1, self.k, size, level
-                ):
-                    self.certified += 1
-        following = self.certified + 1
+        following, futility = self.certified + 1, self.params.futility
         self.done = (
             self.n >= self.n_max
             or following == len(self.radii)
-            or not self.reachable(following, 1.0)
-            or (self.futility > 0 and not self.reachable(following, cp_upper(self.k, self.n, self.futility)))
+            or self.chance_later(following, 1.0) == 0
+            or (futility > 0 and self.chance_later(following, cp_upper(self.k, self.n, futility)) < futility)
             or (self.give_up > 0 and not self.promising(following))
         )
 
-    def next_round(self, step: int) -> int:
-        """Draws before the next look: about 12% more, landing exactly on every stage's size."""
-        stage = min(size for size, _ in self.stages if size > self.n)
-        return min(step, stage - self.n, max(FIRST_LOOK, self.n // GROWTH))
+    def next_round(self) -> int:
+        """Draws before the next look."""
+        return int(self.looks[self.look + 1] - self.n)
 
     def certificate(self, top: int, n0: int) -> Certificate:
         if self.certified < 0:
@@ -302,7 +416,7 @@ class AdaptiveSmoothedClassifier(SmoothedClassifier):
         ]
         active = list(range(len(xs)))
         while active:
-            size = tests[active[0]].next_round(self.params.step)  # equal for all active inputs: same n so far
+            size = tests[active[0]].next_round()  # equal for all active inputs: same n so far
             counts = self.sample_counts_many(xs[active], size, size * len(active), [generators[i] for i in active])
             for row, i in enumerate(active):
                 tests[i].update(int(counts[row, tops[i]]), size)

@@ -12,7 +12,15 @@ from typer.testing import CliRunner
 
 from rsbench.cli import app
 from rsbench.specs import CertificationRequest
-from rsbench_plugins.adaptive import BET_WEIGHTS, AdaptiveParams, AdaptiveSmoothedClassifier, log_wealth
+from rsbench_plugins.adaptive import (
+    BET_WEIGHTS,
+    AdaptiveParams,
+    AdaptiveSmoothedClassifier,
+    log_wealth,
+    look_sizes,
+    stage_levels,
+    tolerances,
+)
 
 GRID = tuple(0.25 * i for i in range(11))  # 0, 0.25, …, 2.5
 
@@ -254,7 +262,7 @@ def test_told_where_to_stop_spends_what_the_all_in_bet_needs():
     t = Φ(3.5)): the bet mixture's wealth lies between the all-in bet's share w_1 t^-n and t^-n, so the tests
     reject at the first look after n = [log(1/α_b), log(1/(w_1 α_b))] / log(1/t) (looks are at most ``step``
     apart; no Clopper-Pearson stage certifies earlier: α_s^(1/25,000) < t); the prediction alone (t = ½) is
-    certified at the first look, 100 draws."""
+    certified at the first look, 50 draws."""
     simulate = load_benchmark("adaptive_simulate")
     sigma, alpha, params = 0.5, 0.001, AdaptiveParams()
     told = simulate.told_draws(sigma, params, seed=0, reps=20)
@@ -263,13 +271,16 @@ def test_told_where_to_stop_spends_what_the_all_in_bet_needs():
     fastest, slowest = barrier / -math.log(t), (barrier + math.log(1 / BET_WEIGHTS[0])) / -math.log(t)
     assert (fastest, slowest) == pytest.approx((33_629, 34_866), abs=1)
     assert fastest <= told(1.0, t, alpha, 100_000) <= slowest + params.step
-    assert told(1.0, 0.5, alpha, 100_000) == 100
-    # Two disagreeing draws in a thousand put t out of reach: once f disagree, not even N - f agreeing of N lift
-    # the final stage's bound (level 0.4 α) to t, so the tests stop at about the f-th failure, f / 0.002 draws
-    # (the futility rule, which is off here, would stop near 2,000).
-    final_level = alpha * params.final_share
-    f = next(f for f in range(100) if beta.ppf(final_level, 100_000 - f, f + 1) < t)
-    assert f == 9
+    assert told(1.0, 0.5, alpha, 100_000) == params.first_look == 50
+    # Two disagreeing draws in a thousand put t out of reach: once f disagree, not even N - f agreeing of N
+    # certify at N, so the tests stop at about the f-th failure, f / 0.002 draws (the futility rule, which is off
+    # here, would stop near 2,000). The final bound tolerates Cohen's own 9 failures at N (P(Binomial(N, 1-t) ≤ 9)
+    # = 0.68 α): its floor, level 0.4 α, allows 8, and the earlier tests leave more than 0.28 α unspent here.
+    tolerated = tolerances(1.75, sigma, alpha, 100_000, params, None)[-1]
+    within = [f for f in range(30) if binom.cdf(f, 100_000, 1 - t) <= alpha * params.final_share]
+    cohen = [f for f in range(30) if binom.cdf(f, 100_000, 1 - t) <= alpha]
+    assert (max(within), tolerated, max(cohen)) == (8, 9, 9)
+    f = tolerated + 1
     assert 0.8 * f / 0.002 < told(0.998, t, alpha, 100_000) < 1.25 * f / 0.002
 
 
@@ -472,18 +483,21 @@ def test_one_radius_certifies_an_unsupported_radius_at_most_alpha_of_the_time(si
 
 def test_one_radius_spends_no_draws_on_radius_zero():
     """σ = 0.25, r = 0.5 (t = Φ(2)): a far input, every draw agreeing, is certified at r once the bet mixture's
-    all-in share ¾ has grown past 1/α_b: n = log(1/(¾·α_b)) / log(1/t) draws (at the first look past it, looks
-    about 12% apart); an input with p_A ≈ Φ(0.2) = 0.58 (true radius 0.05, certified at 0 by a grid with r = 0
-    in a few hundred draws) has no business with r: it abstains and gives up long before N."""
+    wealth, between its all-in share ¾·t^-n and t^-n, has grown past 1/α_b: between log(1/α_b) / log(1/t) and
+    log(1/(¾·α_b)) / log(1/t) draws, at the first look past it (looks every 50 draws there); an input with
+    p_A ≈ Φ(0.2) = 0.58 (true radius 0.05, certified at 0 by a grid with r = 0 in a few hundred draws) has no
+    business with r: it abstains and gives up long before N."""
     g, w, b = certifier(0.25)
     params = g.params
     request = CertificationRequest(100, 100_000, 0.001, 1000, (0.5,))
     far, near_zero = (point_at_distance(w, b, d) for d in (5.0, 0.05))
     far_c, zero_c = g.certify_batch(torch.stack([far, near_zero]), request, generators(2))
     t = norm.cdf(2.0)
+    fastest = math.log(1 / (0.001 * params.betting_share)) / math.log(1 / t)
     enough = math.log(1 / (BET_WEIGHTS[0] * 0.001 * params.betting_share)) / math.log(1 / t)
+    assert (fastest, enough) == pytest.approx((340.0, 352.5), abs=0.1)
     assert (far_c.prediction, far_c.radius) == (1, 0.5)
-    assert 100 + enough <= far_c.draws <= 100 + 1.13 * enough + 100
+    assert 100 + fastest <= far_c.draws <= 100 + enough + params.first_look
     assert zero_c.prediction == -1 and zero_c.draws < 100 + 1000
 
 
@@ -498,3 +512,60 @@ def test_each_kind_of_input_gets_its_own_give_up_level():
     assert GridTest(GRID, 1.0, 0.001, 100_000, params, (100, 100)).give_up == 0.001
     assert GridTest((1.0,), 1.0, 0.001, 100_000, params, (100, 100)).give_up == 0.001
     assert GridTest((0.0, 1.0), 1.0, 0.001, 100_000, params, (90, 100)).give_up == 0.3  # r = 0 makes it a grid
+
+
+@pytest.mark.parametrize("radius, selection", [(0.75, (100, 100)), (0.5, (90, 100)), (0.0, (60, 100))])
+def test_final_bound_spends_exactly_what_the_earlier_looks_leave(radius, selection):
+    """Each threshold's tests, as failures tolerated at each look, reject p ≤ t at p = t (the worst case) with
+    probability at most α, and one more failure tolerated at N would exceed α: the final bound takes all that the
+    betting tests and the earlier stages leave. The reference is a plain forward recursion over the whole range of
+    the failure count (no FFT, no tail cut); at t = Φ(1.5) the final bound tolerates more than its floor (level
+    0.4 α alone) allows."""
+    sigma, alpha, n_max, params = 0.5, 0.01, 3000, AdaptiveParams()
+    tolerance = tolerances(radius, sigma, alpha, n_max, params, selection)
+    looks = look_sizes(n_max, [size for size, _ in stage_levels(alpha, n_max, params)], params.first_look, params.step)
+    q = norm.sf(radius / sigma)
+
+    def rejection_chance(final: int) -> float:
+        alive, rejected, previous = np.eye(1, n_max + 1)[0], 0.0, 0
+        for n, tolerated in zip(looks, [*tolerance[:-1], final], strict=True):
+            alive = np.convolve(alive, binom.pmf(np.arange(n - previous + 1), n - previous, q))[: n_max + 1]
+            rejected += alive[: tolerated + 1].sum()
+            alive[: tolerated + 1], previous = 0.0, n
+        return rejected
+
+    assert rejection_chance(tolerance[-1]) <= alpha < rejection_chance(tolerance[-1] + 1)
+    floor = binom.ppf(alpha * params.final_share, n_max, q) - 1  # Binomial cdf ≤ 0.4 α up to here (or one more)
+    assert tolerance[-1] > floor + (binom.cdf(floor + 1, n_max, q) <= alpha * params.final_share)
+
+
+def test_betting_tolerance_is_where_the_wealth_crosses_the_barrier():
+    """At every look the tolerated failures f reach the barrier 1/α_b and f + 1 do not (log_wealth, scalar)."""
+    sigma, alpha, n_max, params = 1.0, 0.001, 100_000, AdaptiveParams(stages=1)  # one stage: N alone
+    looks = look_sizes(n_max, [n_max], params.first_look, params.step)
+    barrier = math.log(1 / (alpha * params.betting_share))
+    tolerance = tolerances(0.5, sigma, alpha, n_max, params, None)
+    t = norm.cdf(0.5 / sigma)
+    for n, f in list(zip(looks, tolerance, strict=True))[:-1:7]:
+        assert f == -1 or log_wealth(n - f, n, 1 - t) >= barrier
+        assert log_wealth(n - f - 1, n, 1 - t) < barrier
+    assert tolerance[5] >= 0 and tolerance[-2] > 0.65 * looks[-2] * (1 - t)
+
+
+@pytest.mark.parametrize("failures, stops", [(8, False), (9, True)])
+def test_futility_stops_where_even_an_optimistic_p_a_rarely_certifies(failures, stops):
+    """σ = 0.5, r = 1.75, N = 100,000: the final bound tolerates 9 failures. After 50,000 draws with f failures,
+    p_A at its 95% upper bound leaves the other 50,000 draws a chance of P(Binomial(50,000, 1 - p_up) ≤ 9 - f) to
+    certify: 0.09 with 8 failures (it keeps sampling; the mean of those draws' failures, 4, would count it out)
+    and 0.009 with 9 (it stops: below β = 0.05)."""
+    from rsbench_plugins.adaptive import GridTest
+
+    test = GridTest((1.75,), 0.5, 0.001, 100_000, AdaptiveParams(), (100, 100))
+    at = int(np.searchsorted(test.looks, 50_000))
+    test.look, test.n = at - 1, int(test.looks[at - 1])
+    test.k = test.n - failures
+    test.update(50_000 - test.n, 50_000 - test.n)  # the draws up to 50,000 all agree
+    p_up = beta.ppf(0.95, test.k + 1, 50_000 - test.k)
+    chance = binom.cdf(9 - failures, 50_000, 1 - p_up)
+    assert chance == pytest.approx(0.09 if failures == 8 else 0.009, abs=0.005)
+    assert (test.certified, test.done) == (-1, stops)
