@@ -89,13 +89,17 @@ def pairs(store: Store, n: int, most: int) -> list[tuple[pd.Series, pd.Series]]:
 
 
 def adaptive_label(run: pd.Series) -> str:
-    """``adaptive``, followed by the parameters the run set away from their defaults, e.g. ``adaptive
-    (futility=0.01)``, and those it predates (``without prior``: recorded before the parameter existed, so it ran
-    without that feature): rows of differently tuned runs are never mistaken for one another."""
+    """``adaptive @COMMIT``, the code that ran it (the same parameters may mean another rule in other code),
+    followed by the parameters the run set away from today's defaults, e.g. ``adaptive @a308043 (futility=0.01)``,
+    and those it predates (``without prior``: recorded before the parameter existed, so it ran without that
+    feature): rows of differently tuned runs are never mistaken for one another."""
     defaults = dataclasses.asdict(AdaptiveParams())
     changed = [f"{key}={value}" for key, value in run.certifier_params.items() if defaults.get(key) != value]
     changed += [f"without {key}" for key in defaults if key not in run.certifier_params]
-    return f"adaptive ({', '.join(changed)})" if changed else "adaptive"
+    provenance = run.provenance if isinstance(run.provenance, dict) else {}
+    commit = str(provenance.get("git_commit") or "")[:7]
+    name = f"adaptive @{commit}" if commit else "adaptive"
+    return f"{name} ({', '.join(changed)})" if changed else name
 
 
 def summarize(rows: pd.DataFrame) -> dict[str, float]:
@@ -326,9 +330,9 @@ def one_radius_table(store: Store, n: int) -> str:
     runs = store.runs(kind="certify")
     cohen = runs[(runs.certifier == "cohen") & (runs.n == n)]
     lines = [
-        "| σ | model | r | images | draws/image | fewer than Cohen | one-threshold ceiling | certified at r: "
-        "adaptive / Cohen |",
-        "|---|---|---|---|---|---|---|---|",
+        "| σ | model | r | certifier | images | draws/image | fewer than Cohen | one-threshold ceiling | "
+        "certified at r: adaptive / Cohen |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, run in runs[(runs.certifier == "adaptive") & (runs.radii.map(len) == 1)].sort_values("sigma").iterrows():
         same = cohen[
@@ -347,7 +351,8 @@ def one_radius_table(store: Store, n: int) -> str:
         ceiling = one_threshold_ceiling(theirs, float(run.sigma), radius)
         certified = [int(((r.correct == 1) & (r.radius >= radius - 1e-9)).sum()) for r in (ours, theirs)]
         lines.append(
-            f"| {run.sigma:g} | `{str(run.checkpoint_sha256)[:8]}` | {radius:g} | {len(common)} | "
+            f"| {run.sigma:g} | `{str(run.checkpoint_sha256)[:8]}` | {radius:g} | {adaptive_label(run)} | "
+            f"{len(common)} | "
             f"{ours['draws'].mean():,.0f} | {cohen_draws / ours['draws'].mean():.1f}× | {cohen_draws / ceiling:.1f}× | "
             f"{certified[0]} / {certified[1]} ({100 * certified[0] / len(common):.1f}% / "
             f"{100 * certified[1] / len(common):.1f}%) |"

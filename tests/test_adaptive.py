@@ -569,3 +569,18 @@ def test_futility_stops_where_even_an_optimistic_p_a_rarely_certifies(failures, 
     chance = binom.cdf(9 - failures, 50_000, 1 - p_up)
     assert chance == pytest.approx(0.09 if failures == 8 else 0.009, abs=0.005)
     assert (test.certified, test.done) == (-1, stops)
+
+
+def test_adaptive_table_labels_each_run_with_its_code_and_its_settings():
+    """The same parameters may mean another rule in another commit: a row names both."""
+    import dataclasses
+
+    import pandas as pd
+
+    table = load_benchmark("adaptive_table")
+    settings = dataclasses.asdict(AdaptiveParams(futility=0.01))
+    older = {key: value for key, value in settings.items() if key != "first_look"}
+    run = pd.Series({"certifier_params": older, "provenance": {"git_commit": "a308043" + "0" * 33}})
+    assert table.adaptive_label(run) == "adaptive @a308043 (futility=0.01, without first_look)"
+    unknown = pd.Series({"certifier_params": dataclasses.asdict(AdaptiveParams()), "provenance": None})
+    assert table.adaptive_label(unknown) == "adaptive"
