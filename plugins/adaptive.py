@@ -42,14 +42,14 @@ Design, chosen from the statistics:
    paths two tests reject: near a threshold it tolerates Cohen's count or nearly (σ = 0.5, r = 1.75: 9
    failures in 100,000 as Cohen, where α_f alone allows 8).
 5. Stopping, which never affects validity (only the rejections above make claims): an input stops when
-   the next radius is out of reach even if every remaining draw agreed (deterministic), when it is
-   futile: with p_A at its (1-β) upper Clopper-Pearson bound no later test would reach it, or (``give_up``
-   γ for inputs whose selection draws disagreed at least once, ``give_up_one_radius`` for those of a one-point
-   grid, ``give_up_unanimous`` for the others) when
-   the predictive probability that a later stage certifies the next radius, under the Jeffreys posterior of
-   the draws so far, is below γ. Cohen's
-   own power at a threshold p_A sits just above is about ½, so an input the predictive rule gives up on
-   is one Cohen's CERTIFY would mostly not certify either (the matched-power ceiling of
+   the next radius is out of reach even if every remaining draw agreed (deterministic); when it is futile:
+   with p_A at its (1-β) upper Clopper-Pearson bound, no later look certifies it with probability β or more
+   (the remaining draws' failures taken as Binomial, not at their mean: near a threshold the spread decides);
+   or when the predictive probability that a later stage certifies the next radius, under the Jeffreys
+   posterior of the draws so far, is below γ (``give_up`` for inputs whose selection draws disagreed at least
+   once, ``give_up_one_radius`` for those of a one-point grid, ``give_up_unanimous`` for the others). Cohen's
+   own power at a threshold p_A sits just above is about ½, so an input the predictive rule gives up on is
+   one Cohen's CERTIFY would mostly not certify either (the matched-power ceiling of
    ``benchmarks/adaptive_table.py`` is the yardstick).
 
 Result: radius = the largest certified grid radius (``radius_kind="grid"``, a lower bound on CERTIFY's),
@@ -213,7 +213,7 @@ def look_sizes(n_max: int, stage_sizes: Sequence[int], first: int, step: int) ->
 def largest_passing(passes, low: int, high: int) -> int:
     """The largest f in [low, high) with ``passes(f)``, for a ``passes`` true up to some f and false after
     (``low`` - 1 where none is); a binary search."""
-    low, high = low - 1, high
+    low -= 1
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if passes(middle) else (low, middle)
