@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-from adaptive_table import expected_accuracy, one_threshold_ceiling, reference_draws
+from adaptive_table import gap_from_reruns, one_threshold_ceiling, reference_draws
 from scipy.stats import beta, norm
 
 from rsbench.params import parse_params
@@ -179,9 +179,8 @@ def main() -> None:
         simulated = [simulate(rows, float(run.sigma), params, rng, args.most) for _ in range(args.reps)]
         draws = float(np.mean([d for d, _ in simulated]))
         accuracies = [a for _, a in simulated]
-        reruns = expected_accuracy(rows, float(run.sigma), int(run.n))
-        from_reruns = np.mean([np.abs(reruns - accuracy).max() for accuracy in accuracies])
-        systematic = np.abs(reruns - np.mean(accuracies, axis=0)).max()
+        from_reruns = np.mean([gap_from_reruns(rows, accuracy, float(run.sigma)) for accuracy in accuracies])
+        systematic = gap_from_reruns(rows, np.mean(accuracies, axis=0), float(run.sigma))
         print(
             f"σ = {run.sigma:g}, model {model} ({len(rows)} images): {draws:,.0f} draws/image, "
             f"{cohen_draws / draws:.1f}× fewer than Cohen; {gap_summary(cohen, accuracies)} (per radius: "

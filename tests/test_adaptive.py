@@ -410,9 +410,9 @@ def test_gap_from_reruns_lines_the_grid_up_with_cohens_expected_accuracy():
     assert sigma * norm.ppf(alpha ** (1 / n)) == pytest.approx(0.953, abs=1e-3)
     rows = pd.DataFrame({"predict": [1, 1], "n_a": [n, n], "n": n, "n0": 100, "alpha": alpha, "correct": [1, 0]})
     radii = adaptive_table.RADII
-    short = {f"{r:.2f}": 50.0 if r <= 0.5 else 0.0 for r in radii}
+    short = [50.0 if r <= 0.5 else 0.0 for r in radii]
     assert adaptive_table.gap_from_reruns(rows, short, sigma) == pytest.approx(50.0)
-    matching = {f"{r:.2f}": 50.0 if r <= 0.75 else 0.0 for r in radii}
+    matching = [50.0 if r <= 0.75 else 0.0 for r in radii]
     assert adaptive_table.gap_from_reruns(rows, matching, sigma) == pytest.approx(0.0, abs=1e-9)
 
 
