@@ -30,7 +30,7 @@ Design, chosen from the statistics:
    (Horváth et al., ICLR 2022's stages), level α_s each. Near a threshold a fixed-n bound is tighter than
    an anytime-valid one (z²_α against ≈ 2 log(1/α) per unit of information), so inputs whose p_A lies
    just above a t_j are certified at the first stage that resolves it, and inputs near a grid radius
-   lose almost nothing against Cohen at the same N (the final stage holds most of the α).
+   lose little against Cohen at the same N (the final stage holds its share and all the other tests leave).
    α_b + Σ α_s = α: by the union bound alone, the certificate holds with probability ≥ 1-α however
    sampling stops.
 4. The final bound at N is not held to its share α_f, which would waste what the other tests leave
@@ -140,7 +140,10 @@ def cp_upper(k: float, n: float, level: float) -> float:
 @dataclass(frozen=True)
 class AdaptiveParams(SpeedParams):
     first_look: int = hyperparameter(
-        50, "estimation draws per input before the first look at the counts, and the least between two", min=1
+        50,
+        "estimation draws per input before the first look at the counts; later rounds are at least as long unless a "
+        "stage or --step cuts them",
+        min=1,
     )
     step: int = hyperparameter(2000, "most estimation draws per input between two looks at the counts", min=1)
     stages: int = hyperparameter(
@@ -234,7 +237,8 @@ def betting_tolerance(looks: np.ndarray, one_minus_t: float, weights: np.ndarray
 def binomial_steps(mass: np.ndarray, low: int, draws: int, q: float, cut_at: float) -> tuple[np.ndarray, int, float]:
     """The law of the failure count after ``draws`` more draws, each a failure with probability q: ``mass[i]`` =
     P(f = low + i) convolved with Binomial(draws, q). Returns (mass, low, cut): the step's law is kept within 12
-    standard deviations and the new law below ``cut_at``; ``cut`` is the probability left out (≤ 1e-30 or so)."""
+    standard deviations and the new law below ``cut_at``; ``cut`` is the probability left out (counted as spent by
+    the caller: it only costs power)."""
     spread = 12 * math.sqrt(draws * q * (1 - q)) + 2
     first, last = max(0, math.floor(draws * q - spread)), min(draws, math.ceil(draws * q + spread))
     step = binom.pmf(np.arange(first, last + 1), draws, q)
@@ -253,9 +257,11 @@ def final_tolerance(one_minus_t: float, looks: np.ndarray, early: np.ndarray, al
     probability. Every test rejects on few failures, so that chance grows with p and p = t is the worst case of
     H: p ≤ t. The failure count moves by Binomial steps between looks; at each look the paths the earlier tests
     reject (``early[l]`` failures or fewer) are counted and removed. The final bound gets whatever they leave
-    unspent: at least its own share α_s, plus the slack of Ville's inequality, of the discrete Clopper-Pearson
-    stages and of paths two tests reject. Probability cut off in the tails counts as spent, and a relative
-    1e-6 of α is kept back against rounding."""
+    unspent: its own share, plus the slack of Ville's inequality, of the discrete Clopper-Pearson stages and of
+    paths two tests reject. Probability cut off in the tails counts as spent, negative round-off is clipped to 0
+    (both only add to what is counted), and a relative 1e-6 of α is kept back against rounding; the caller never
+    goes below the tolerance of the share alone, valid by the union bound whatever the arithmetic (at α ≈ 1e-14
+    the clipping slack alone can exceed the share)."""
     q = one_minus_t
     mass, low, spent, previous = np.ones(1), 0, 0.0, 0
     for n, tolerance in zip(looks, [*early, None], strict=True):
@@ -296,7 +302,9 @@ def tolerances(
         at = int(np.searchsorted(looks, size))
         passes = functools.partial(stage_certifies, size=size, level=level)
         tolerance[at] = max(tolerance[at], largest_passing(passes, 0, size + 1))
-    tolerance[-1] = final_tolerance(one_minus_t, looks, tolerance[:-1], alpha)
+    final_size, final_level = stages[-1]
+    share = largest_passing(functools.partial(stage_certifies, size=final_size, level=final_level), 0, final_size + 1)
+    tolerance[-1] = max(share, final_tolerance(one_minus_t, looks, tolerance[:-1], alpha))
     tolerance.setflags(write=False)
     return tolerance
 
@@ -330,7 +338,7 @@ class GridTest:
         self.look = -1  # index of the last look taken
         self.k = self.n = 0
         self.certified = -1  # index of the largest radius certified so far
-        self.bound = 0.0  # the largest lower confidence bound on p_A established so far
+        self.bound = 0.0  # the certified threshold t_J: p_A > t_J at level 1 - α
         self.done = False
 
     def tolerance(self, j: int) -> np.ndarray:
@@ -360,16 +368,15 @@ class GridTest:
     def update(self, successes: int, draws: int) -> None:
         """Add a round's draws (the next look is ``next_round`` draws on); certify what the tests reject; decide
         whether to stop."""
+        if self.done or not 0 <= successes <= draws or draws != self.next_round():
+            raise ValueError(
+                f"{successes} of {draws} draws at n = {self.n}: the tests look next after {self.next_round()}"
+            )
         self.k, self.n, self.look = self.k + successes, self.n + draws, self.look + 1
-        if self.n != self.looks[self.look]:
-            raise ValueError(f"a look at {self.n} draws, where the tests look at {self.looks[self.look]}")
         failures = self.n - self.k
         while self.certified + 1 < len(self.radii) and failures <= self.tolerance(self.certified + 1)[self.look]:
             self.certified += 1
             self.bound = max(self.bound, float(norm.cdf(self.radii[self.certified] / self.sigma)))
-        for size, level in self.stages:
-            if size == self.n:
-                self.bound = max(self.bound, cp_lower(self.k, size, level))
         following, futility = self.certified + 1, self.params.futility
         self.done = (
             self.n >= self.n_max
@@ -380,8 +387,8 @@ class GridTest:
         )
 
     def next_round(self) -> int:
-        """Draws before the next look."""
-        return int(self.looks[self.look + 1] - self.n)
+        """Draws before the next look (0 once N draws are spent)."""
+        return int(self.looks[self.look + 1] - self.n) if self.look + 1 < len(self.looks) else 0
 
     def certificate(self, top: int, n0: int) -> Certificate:
         if self.certified < 0:

@@ -514,14 +514,23 @@ def test_each_kind_of_input_gets_its_own_give_up_level():
     assert GridTest((0.0, 1.0), 1.0, 0.001, 100_000, params, (90, 100)).give_up == 0.3  # r = 0 makes it a grid
 
 
-@pytest.mark.parametrize("radius, selection", [(0.75, (100, 100)), (0.5, (90, 100)), (0.0, (60, 100))])
-def test_final_bound_spends_exactly_what_the_earlier_looks_leave(radius, selection):
+@pytest.mark.parametrize(
+    "radius, selection, alpha, n_max, stages",
+    [
+        (0.75, (100, 100), 0.01, 3000, 4),
+        (0.5, (90, 100), 0.01, 3000, 4),
+        (0.0, (60, 100), 0.01, 3000, 4),
+        (0.25, (97, 100), 0.05, 100, 1),  # one stage, N = 100: looks at 50 and 100
+        (0.5, None, 0.05, 1000, 12),  # more stages than looks can hold apart
+    ],
+)
+def test_final_bound_spends_exactly_what_the_earlier_looks_leave(radius, selection, alpha, n_max, stages):
     """Each threshold's tests, as failures tolerated at each look, reject p ≤ t at p = t (the worst case) with
     probability at most α, and one more failure tolerated at N would exceed α: the final bound takes all that the
     betting tests and the earlier stages leave. The reference is a plain forward recursion over the whole range of
-    the failure count (no FFT, no tail cut); at t = Φ(1.5) the final bound tolerates more than its floor (level
-    0.4 α alone) allows."""
-    sigma, alpha, n_max, params = 0.5, 0.01, 3000, AdaptiveParams()
+    the failure count (no FFT, no tail cut). With the grid's defaults the final bound tolerates more than its share
+    (level 0.4 α alone) allows."""
+    sigma, params = 0.5, AdaptiveParams(stages=stages)
     tolerance = tolerances(radius, sigma, alpha, n_max, params, selection)
     looks = look_sizes(n_max, [size for size, _ in stage_levels(alpha, n_max, params)], params.first_look, params.step)
     q = norm.sf(radius / sigma)
@@ -535,8 +544,53 @@ def test_final_bound_spends_exactly_what_the_earlier_looks_leave(radius, selecti
         return rejected
 
     assert rejection_chance(tolerance[-1]) <= alpha < rejection_chance(tolerance[-1] + 1)
-    floor = binom.ppf(alpha * params.final_share, n_max, q) - 1  # Binomial cdf ≤ 0.4 α up to here (or one more)
-    assert tolerance[-1] > floor + (binom.cdf(floor + 1, n_max, q) <= alpha * params.final_share)
+    if stages == 4:
+        floor = binom.ppf(alpha * params.final_share, n_max, q) - 1  # Binomial cdf ≤ 0.4 α up to here (or one more)
+        assert tolerance[-1] > floor + (binom.cdf(floor + 1, n_max, q) <= alpha * params.final_share)
+
+
+def test_a_radius_out_of_any_reach_is_never_certified():
+    """σ = 0.25, r = 2.5: t = Φ(10), 1 - t = 7.6e-24. Even 100 agreeing draws of 100 leave P(all agree) ≈ 1 > α,
+    so no look may tolerate anything, the final bound included."""
+    tolerance = tolerances(2.5, 0.25, 0.05, 100, AdaptiveParams(stages=1), None)
+    assert list(tolerance) == [-1] * len(tolerance)
+
+
+@pytest.mark.parametrize("radii, selection", [(GRID, (100, 100)), (GRID, (93, 100)), ((1.0,), (100, 100))])
+def test_the_certifier_certifies_exactly_where_a_look_is_within_its_tolerance(radii, selection):
+    """The wiring between the tests' tolerances and ``GridTest.update``: on random draws, with every power-only
+    stopping rule off, a radius is certified exactly when at some look of its path the failures so far are within
+    that radius's tolerance there (the event whose chance ``final_tolerance`` bounds). The paths are drawn in full
+    beforehand, at p_A spread around the grid's thresholds."""
+    from rsbench_plugins.adaptive import GridTest
+
+    sigma, alpha, n_max = 0.5, 0.05, 2000
+    params = AdaptiveParams(futility=0.0, give_up=0.0, give_up_one_radius=0.0, give_up_unanimous=0.0)
+    looks = look_sizes(n_max, [size for size, _ in stage_levels(alpha, n_max, params)], params.first_look, params.step)
+    rng = np.random.default_rng(1)
+    for p in norm.cdf(rng.uniform(0.0, 3.5, 150) / 1.0):
+        test = GridTest(radii, sigma, alpha, n_max, params, selection)
+        failures = np.cumsum(rng.binomial(np.diff(looks, prepend=0), 1 - p))
+        expected = -1
+        for j, radius in enumerate(test.radii):
+            if np.any(failures <= tolerances(radius, sigma, alpha, n_max, params, selection)):
+                expected = j
+        previous = 0
+        while not test.done:
+            size = test.next_round()
+            test.update(size - int(failures[test.look + 1] - previous), size)
+            previous = int(failures[test.look])
+        assert test.certified == expected
+
+
+def test_update_refuses_a_round_that_is_not_the_next_look_and_keeps_its_state():
+    from rsbench_plugins.adaptive import GridTest
+
+    test = GridTest((0.0, 0.5), 0.5, 0.001, 1000, AdaptiveParams(), (100, 100))
+    for successes, draws in [(40, 40), (51, 50), (-1, 50)]:
+        with pytest.raises(ValueError):
+            test.update(successes, draws)
+        assert (test.k, test.n, test.look, test.next_round()) == (0, 0, -1, 50)
 
 
 def test_betting_tolerance_is_where_the_wealth_crosses_the_barrier():
