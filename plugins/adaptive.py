@@ -203,8 +203,8 @@ def stage_levels(alpha: float, n_max: int, params: AdaptiveParams) -> list[tuple
 
 def look_sizes(n_max: int, stage_sizes: Sequence[int], first: int, step: int) -> np.ndarray:
     """Estimation draws at each look at the counts: ``first``, then about one eighth more each time (at least
-    ``first``, at most ``step``), landing exactly on every stage's size. The same for every input, so the tests'
-    joint law is computable."""
+    ``first`` and at most ``step``, less where a round lands exactly on a stage's size). The same for every input,
+    so the tests' joint law is computable."""
     looks, n = [], 0
     while n < n_max:
         stage = min(size for size in stage_sizes if size > n)
@@ -298,13 +298,15 @@ def tolerances(
         bound = cp_lower(size - failures, size, level)
         return bound >= 0.5 and sigma * float(norm.ppf(bound)) >= radius
 
-    for size, level in stages[:-1]:
+    stage_tolerance = [
+        largest_passing(functools.partial(stage_certifies, size=size, level=level), 0, size + 1)
+        for size, level in stages
+    ]
+    for (size, _), tolerated in zip(stages[:-1], stage_tolerance, strict=False):
         at = int(np.searchsorted(looks, size))
-        passes = functools.partial(stage_certifies, size=size, level=level)
-        tolerance[at] = max(tolerance[at], largest_passing(passes, 0, size + 1))
-    final_size, final_level = stages[-1]
-    share = largest_passing(functools.partial(stage_certifies, size=final_size, level=final_level), 0, final_size + 1)
-    tolerance[-1] = max(share, final_tolerance(one_minus_t, looks, tolerance[:-1], alpha))
+        tolerance[at] = max(tolerance[at], tolerated)
+    # At N: the exact bound, never below what the final stage's share alone allows (valid by the union bound).
+    tolerance[-1] = max(stage_tolerance[-1], final_tolerance(one_minus_t, looks, tolerance[:-1], alpha))
     tolerance.setflags(write=False)
     return tolerance
 
@@ -338,7 +340,6 @@ class GridTest:
         self.look = -1  # index of the last look taken
         self.k = self.n = 0
         self.certified = -1  # index of the largest radius certified so far
-        self.bound = 0.0  # the certified threshold t_J: p_A > t_J at level 1 - α
         self.done = False
 
     def tolerance(self, j: int) -> np.ndarray:
@@ -376,7 +377,6 @@ class GridTest:
         failures = self.n - self.k
         while self.certified + 1 < len(self.radii) and failures <= self.tolerance(self.certified + 1)[self.look]:
             self.certified += 1
-            self.bound = max(self.bound, float(norm.cdf(self.radii[self.certified] / self.sigma)))
         following, futility = self.certified + 1, self.params.futility
         self.done = (
             self.n >= self.n_max
@@ -391,9 +391,11 @@ class GridTest:
         return int(self.looks[self.look + 1] - self.n) if self.look + 1 < len(self.looks) else 0
 
     def certificate(self, top: int, n0: int) -> Certificate:
+        """The largest certified grid radius r_J, with p_a_lower = t_J = Φ(r_J/σ): p_A > t_J at level 1 - α."""
         if self.certified < 0:
             return Certificate(ABSTAIN, 0.0, n0 + self.n, "grid", self.k, None)
-        return Certificate(top, self.radii[self.certified], n0 + self.n, "grid", self.k, self.bound)
+        radius = self.radii[self.certified]
+        return Certificate(top, radius, n0 + self.n, "grid", self.k, float(norm.cdf(radius / self.sigma)))
 
 
 class AdaptiveSmoothedClassifier(SmoothedClassifier):
