@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,7 +99,8 @@ def adaptive_label(run: pd.Series) -> str:
     changed = [f"{key}={value}" for key, value in run.certifier_params.items() if defaults.get(key) != value]
     changed += [f"without {key}" for key in defaults if key not in run.certifier_params]
     provenance = run.provenance if isinstance(run.provenance, dict) else {}
-    commit = str(provenance.get("git_commit") or "")[:7]
+    commit = str(provenance.get("git_commit") or "")
+    commit = commit[:7] if re.fullmatch(r"[0-9a-f]{7,40}", commit) else ""  # an imported record's text: hex only
     name = f"adaptive @{commit}" if commit else "adaptive"
     return f"{name} ({', '.join(changed)})" if changed else name
 

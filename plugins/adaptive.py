@@ -406,9 +406,11 @@ class AdaptiveSmoothedClassifier(SmoothedClassifier):
         self.params = params
 
     def check_request(self, request: CertificationRequest) -> None:
-        """Refuse, before any run is written, a request without the grid of radii this certifier decides."""
+        """Refuse, before any run is written, a request without the grid of radii this certifier decides, or with
+        shares of α (betting, final) that add up to more than α."""
         if not request.radii:
             raise RsbenchError("the adaptive certifier decides a grid of radii", "pass e.g. --radii 0:2.5:0.25")
+        stage_levels(request.alpha, request.n, self.params)  # refuses shares of α that add up to more than α
 
     def certify_batch(
         self, xs: torch.Tensor, request: CertificationRequest, generators: Sequence[torch.Generator | None]

@@ -148,6 +148,21 @@ def test_cli_certify_with_the_adaptive_certifier_records_draws_and_grid_radii(to
     )
 
 
+@pytest.mark.parametrize("extra", [[], ["--radii", "0:1:0.25", "--betting-share", "0.7", "--final-share", "0.5"]])
+def test_cli_refuses_a_request_the_adaptive_certifier_cannot_answer_before_writing_a_run(
+    extra, toy_checkpoint, toy_mnist_root, tmp_path
+):
+    """No grid of radii, or shares of α adding up to 1.2 α: one line, exit code 2, and the store holds no run."""
+    db = tmp_path / "a.db"
+    command = ["certify", str(toy_checkpoint), "--certifier", "adaptive", "--n", "1000", "--limit", "2"]
+    result = CliRunner().invoke(app, [*command, *extra, "--data-dir", str(toy_mnist_root), "--db", str(db)])
+    assert result.exit_code == 2
+    assert "must be at most 1" in result.output if extra else "grid of radii" in result.output
+    if db.exists():
+        with sqlite3.connect(db) as connection:
+            assert connection.execute("select count(*) from runs").fetchone() == (0,)
+
+
 def load_benchmark(name: str):
     """A script of ``benchmarks/`` (not a package) as a module."""
     import importlib.util
@@ -638,3 +653,7 @@ def test_adaptive_table_labels_each_run_with_its_code_and_its_settings():
     assert table.adaptive_label(run) == "adaptive @a308043 (futility=0.01, without first_look)"
     unknown = pd.Series({"certifier_params": dataclasses.asdict(AdaptiveParams()), "provenance": None})
     assert table.adaptive_label(unknown) == "adaptive"
+    hostile = pd.Series(
+        {"certifier_params": dataclasses.asdict(AdaptiveParams()), "provenance": {"git_commit": "|a|b\x1b[2J"}}
+    )
+    assert table.adaptive_label(hostile) == "adaptive"  # a record's text never reaches the table as markup
