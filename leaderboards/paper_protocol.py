@@ -18,8 +18,11 @@ and ``rows``), so the table regenerates without a store:
 - wall time and load: ``chain-steps.tsv`` and ``chain-load.log`` beside rsbench's records, copied from the
   background chain that ran them (``/work/long/issue22/run.sh``).
 
-Per run, on a set of test images: ACR = mean of radius·correct; certified accuracy at r = share of images
-with correct = 1 and radius ≥ r (radii in ℓ2, [0,1] pixel units). Official runs are summarised as mean ±
+Per run, on the protocol's 500 test images: ACR = mean of radius·correct; certified accuracy at r = share of
+images with correct = 1 and radius ≥ r (radii in ℓ2, [0,1] pixel units), every radius taken at the precision
+the official logs write it (3 significant digits, the ``{:.3}`` of Cohen's ``certify.py``: a radius of 1.7496
+is logged, and counted at r = 1.75, as 1.75; rsbench keeps full precision, so its radii are rounded the same
+way here, else the official rows would gain up to a point per radius). Official runs are summarised as mean ±
 sample standard deviation (ddof = 1) over runs. A row missing from the records is named with the command that
 makes it; no number is ever filled in for it.
 """
@@ -151,17 +154,35 @@ def is_rsbench(record: dict[str, Any], certifier: str) -> bool:
     )
 
 
-def summarise(record: dict[str, Any], images: Iterable[int], radii: Sequence[float] = RADII) -> Summary:
-    """``record``'s ACR, certified accuracy at each radius and mean draws on ``images`` (an error if the record
-    lacks one of them: a comparison on the same images or none)."""
+def as_logged(radius: float) -> float:
+    """``radius`` as the official logs write it: 3 significant digits (Cohen's ``"{:.3}".format(radius)``)."""
+    return float(f"{radius:.3}")
+
+
+def rows_by_index(record: dict[str, Any]) -> dict[int, list[Any]]:
+    """``record``'s rows by test index (an error if an index appears twice)."""
+    column = list(record["columns"]).index("idx")
+    by_index = {int(r[column]): r for r in record["rows"]}
+    if len(by_index) != len(record["rows"]):
+        raise ValueError(f"{record.get('file', 'a record')} certifies some test image more than once")
+    return by_index
+
+
+def summarise(
+    record: dict[str, Any], images: Iterable[int], radii: Sequence[float] = RADII, logged: bool = True
+) -> Summary:
+    """``record``'s ACR, certified accuracy at each radius (radii :func:`as_logged` unless ``logged`` is false)
+    and mean draws on ``images`` (an error if the record lacks one of them: a comparison on the same images or
+    none)."""
+    precision = as_logged if logged else float
     column = {name: i for i, name in enumerate(record["columns"])}
-    by_index = {int(r[column["idx"]]): r for r in record["rows"]}
+    by_index = rows_by_index(record)
     wanted = list(images)
     missing = [i for i in wanted if i not in by_index]
     if missing:
         raise ValueError(f"{record.get('file', 'a record')} lacks {len(missing)} of the images, e.g. {missing[:3]}")
     rows = [by_index[i] for i in wanted]
-    certified = [float(r[column["radius"]]) if int(r[column["correct"]]) == 1 else None for r in rows]
+    certified = [precision(float(r[column["radius"]])) if int(r[column["correct"]]) == 1 else None for r in rows]
     draws = [r[column["draws"]] for r in rows] if "draws" in column else []
     return Summary(
         images=len(rows),
@@ -193,23 +214,34 @@ def compare(
     rows: Sequence[Row],
     records: list[dict[str, Any]],
     reported: list[dict[str, Any]],
-    default_images: Sequence[int] = PROTOCOL_IMAGES,
+    images: Sequence[int] = PROTOCOL_IMAGES,
     radii: Sequence[float] = RADII,
 ) -> list[Comparison]:
-    """Per row: rsbench's Cohen and adaptive runs and the official runs, all on the images rsbench's Cohen
-    run certified (``default_images`` while it has none)."""
+    """Per row: rsbench's Cohen and adaptive runs and the official runs, all on ``images``. An error if one of
+    rsbench's runs certified other images than ``images`` (its budget label would not mean what it says) or
+    disagrees with an official run on an image's label (the two would not be numbering the same images)."""
+    images = tuple(images)
     comparisons = []
     for row in rows:
         mine = sorted((r for r in records if matches(r, row) and is_rsbench(r, "cohen")), key=lambda r: r["file"])
-        images = indices_of(mine[0]) if mine else tuple(default_images)
-        adaptive = [r for r in records if matches(r, row) and is_rsbench(r, "adaptive")]
+        adaptive = sorted(
+            (r for r in records if matches(r, row) and is_rsbench(r, "adaptive")), key=lambda r: r["file"]
+        )
         official = sorted((r for r in records if matches(r, row) and is_official(r)), key=lambda r: r["run"]["seed"])
+        for record in mine + adaptive:
+            if indices_of(record) != images:
+                raise ValueError(
+                    f"{record['file']} is labelled {BUDGET} but certified other test images than "
+                    f"{images[0]}, {images[1]}, …, {images[-1]}"
+                )
+            for other in official:
+                check_labels(record, other, images)
         comparisons.append(
             Comparison(
                 row,
                 images,
                 [(r, summarise(r, images, radii)) for r in mine],
-                [(r, summarise(r, images, radii)) for r in sorted(adaptive, key=lambda r: r["file"])],
+                [(r, summarise(r, images, radii)) for r in adaptive],
                 [(r, summarise(r, images, radii)) for r in official],
                 [summarise(r, indices_of(r), radii) for r in official],
                 reported_for(row, reported),
@@ -220,8 +252,22 @@ def compare(
 
 def indices_of(record: dict[str, Any]) -> tuple[int, ...]:
     """The test indices a record certified, in order."""
-    column = list(record["columns"]).index("idx")
-    return tuple(sorted(int(r[column]) for r in record["rows"]))
+    return tuple(sorted(rows_by_index(record)))
+
+
+def check_labels(record: dict[str, Any], other: dict[str, Any], images: Sequence[int]) -> None:
+    """An error unless ``record`` and ``other`` give every image of ``images`` the same label."""
+    labels = []
+    for rec in (record, other):
+        column = list(rec["columns"]).index("label")
+        by_index = rows_by_index(rec)
+        labels.append({i: int(by_index[i][column]) for i in images if i in by_index})
+    differing = [i for i in images if i in labels[0] and i in labels[1] and labels[0][i] != labels[1][i]]
+    if differing:
+        raise ValueError(
+            f"{record['file']} and {other['file']} label test image {differing[0]} differently "
+            f"({len(differing)} images in all): they do not number the same images"
+        )
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -242,7 +288,11 @@ def within_tolerance(mine: Summary, comparison: Comparison, radii: Sequence[floa
     ok = abs(mine.acr - acr) <= ACR_TOLERANCE + 1e-12 and all(
         abs(g) <= ACCURACY_TOLERANCE + 1e-12 for g in gap.values()
     )
-    return ok, f"ACR {mine.acr - acr:+.3f}; largest accuracy gap {100 * gap[worst]:+.1f} points at r = {worst:.2f}"
+    return (
+        ok,
+        f"ACR {signed(mine.acr - acr, 3)}; largest accuracy gap {signed(100 * gap[worst], 1)} points "
+        f"at r = {worst:.2f}",
+    )
 
 
 # ------------------------------------------------------------------------------------------ timings
@@ -299,6 +349,8 @@ def step_cost(step: str, attempts: list[Attempt], load: list[tuple[datetime.date
         "wall": sum(a.wall_seconds for a in mine),
         "cpu": sum(c for c in cpu if c is not None),
         "cpu_complete": all(c is not None for c in cpu),
+        # the chain logs CPU time for every attempt it finishes: a finished one without is run outside it
+        "outside_chain": any(a.status == "0" and a.cpu_seconds is None for a in mine),
         "load": statistics.fmean(samples) if samples else None,
         "done": any(a.status == "0" for a in mine),
     }
@@ -328,6 +380,12 @@ def snapshot_chain(chain: Path, records: Path) -> None:
 
 def pct(value: float) -> str:
     return f"{100 * value:.1f}"
+
+
+def signed(value: float, digits: int) -> str:
+    """``value`` with its sign and ``digits`` decimals; one that rounds to zero is shown as ±0 (never -0.000)."""
+    text = f"{value:+.{digits}f}"
+    return "±" + text[1:] if float(text) == 0 else text
 
 
 def pct_pm(values: Sequence[float]) -> str:
@@ -370,8 +428,8 @@ def accuracy_table(comparisons: list[Comparison], radii: Sequence[float]) -> lis
             for _, s in c.rsbench:
                 acr, accuracy = official_mean(c, radii)
                 lines.append(
-                    f"| {label} | difference (rsbench − official mean) | | | {s.acr - acr:+.3f} | "
-                    + " | ".join(f"{100 * (s.accuracy[r] - accuracy[r]):+.1f}" for r in radii)
+                    f"| {label} | difference (rsbench − official mean) | | | {signed(s.acr - acr, 3)} | "
+                    + " | ".join(signed(100 * (s.accuracy[r] - accuracy[r]), 1) for r in radii)
                     + " |"
                 )
         else:
@@ -399,12 +457,14 @@ def verdicts(comparisons: list[Comparison], radii: Sequence[float]) -> list[str]
             if not c.official:
                 continue
             ok, detail = within_tolerance(s, c, radii)
+            full_ok, full_detail = within_tolerance(summarise(record, c.images, radii, logged=False), c, radii)
             spread = mean_std([o.acr for _, o in c.official])[1]
             verdict = "within" if ok else "**outside**"
             lines.append(
                 f"- {c.row.label}, seed {record['run']['seed']}: {verdict} the criterion (ACR within "
                 f"{ACR_TOLERANCE}, certified accuracy within {100 * ACCURACY_TOLERANCE:.0f} points at every radius): "
-                f"{detail}; the official runs' own ACR spread on these images is ± {spread or 0:.3f}."
+                f"{detail}; at rsbench's full precision {full_detail} ({'within' if full_ok else 'outside'}); "
+                f"the official runs' own ACR spread on these images is ± {spread or 0:.3f}."
             )
         if not c.rsbench:
             lines.append(f"- {c.row.label}: not yet run: `{c.row.command}`.")
@@ -419,7 +479,8 @@ def adaptive_table(comparisons: list[Comparison], radii: Sequence[float]) -> lis
         "|" + "---|" * (4 + len(radii)),
     ]
     for c in comparisons:
-        cohen = c.rsbench[0][1] if c.rsbench else None
+        # two rsbench runs: both at full precision (the adaptive certifier's radii are grid radii)
+        cohen = summarise(c.rsbench[0][0], c.images, radii, logged=False) if c.rsbench else None
         if cohen is not None:
             lines.append(
                 f"| {c.row.label} | Cohen's CERTIFY | {cohen.images} | {cohen.draws or 0:,.0f} | "
@@ -429,7 +490,8 @@ def adaptive_table(comparisons: list[Comparison], radii: Sequence[float]) -> lis
         if not c.adaptive:
             lines.append(f"| {c.row.label} | adaptive: **not yet run** | | | " + " | ".join("" for _ in radii) + " |")
             continue
-        for _, s in c.adaptive:
+        for record, _ in c.adaptive:
+            s = summarise(record, c.images, radii, logged=False)
             saving = f" ({cohen.draws / s.draws:.1f}× fewer)" if cohen and cohen.draws and s.draws else ""
             lines.append(
                 f"| {c.row.label} | adaptive | {s.images} | {s.draws or 0:,.0f}{saving} | "
@@ -439,7 +501,7 @@ def adaptive_table(comparisons: list[Comparison], radii: Sequence[float]) -> lis
             if cohen is not None:
                 lines.append(
                     f"| {c.row.label} | adaptive − Cohen | | | "
-                    + " | ".join(f"{100 * (s.accuracy[r] - cohen.accuracy[r]):+.1f}" for r in radii)
+                    + " | ".join(signed(100 * (s.accuracy[r] - cohen.accuracy[r]), 1) for r in radii)
                     + " |"
                 )
     return lines
@@ -457,10 +519,12 @@ def cost_table(comparisons: list[Comparison], attempts: list[Attempt], load: lis
                 lines.append(f"| {c.row.label} | {what} | not started | | | | |")
                 continue
             cpu = duration(cost["cpu"])
-            if not cost["cpu_complete"]:  # an attempt cut off or still running has no CPU time yet
-                cpu = f"≥ {cpu} (+ unmeasured attempts)" if cost["cpu"] else "not measured yet"
+            if not cost["cpu_complete"]:  # an attempt cut off, still running or run outside the chain
+                cpu = f"≥ {cpu} (+ unmeasured attempts)" if cost["cpu"] else "not measured"
             mean_load = f"{cost['load']:.1f}" if cost["load"] is not None else ""
             state = "done" if cost["done"] else "unfinished"
+            if cost["outside_chain"]:
+                state += " (run outside the chain, beside its steps: CPU time not logged)"
             lines.append(
                 f"| {c.row.label} | {what} | {state} | {cost['attempts']} | {duration(cost['wall'])} | {cpu} | "
                 f"{mean_load} |"
@@ -470,14 +534,22 @@ def cost_table(comparisons: list[Comparison], attempts: list[Attempt], load: lis
 
 HEADER = """# Table 2 (MNIST) under the paper's own protocol
 
-Each row trained by rsbench as the paper did (its preset: the paper's λ, the official code's schedule, 90
-epochs, all 60,000 training images) and certified with Cohen's CERTIFY at N0 = 100, N = 100,000, α = 0.001 on
-test indices 0, 20, …, 9980 (budget `{budget}`), beside the consistency paper's official runs restricted to
-the same images (mean ± sample std over its training runs) and the paper's reported numbers on all 10,000
-test images. Cells: certified accuracy (%) at each ℓ2 radius ([0,1] pixel units); ACR = mean of radius ·
-correct. The official runs on all the images they certified are shown too: a subset of 500 images has a
-difficulty of its own, which is why rsbench's rows are compared with the official runs on the same images,
-never with the full-test-set numbers. Rows rsbench has not run yet say so, with the command that runs them.
+Each row is trained by rsbench as the official code trained the paper's models: its preset (the paper's λ;
+the official code's schedule, which drops the learning rate at epochs 31 and 61 with plain momentum where the
+paper's text says 30, 60 and Nesterov; 90 epochs on all 60,000 training images). It is certified with
+Cohen's CERTIFY at N0 = 100, N = 100,000, α = 0.001 on test indices 0, 20, …, 9980 (budget `{budget}`),
+beside the consistency paper's official runs restricted to the same images (mean ± sample std over its
+training runs: 5 per configuration, 6 for consistency σ = 1, where the official logs hold 6) and the paper's
+reported numbers on all 10,000 test images. The official runs on all the images they certified are shown
+too: a subset of 500 images has a difficulty of its own, which is why rsbench's rows are compared with the
+official runs on the same images, never with the full-test-set numbers. Rows rsbench has not run yet say so,
+with the command that runs them.
+
+Cells: certified accuracy (%) at each ℓ2 radius ([0,1] pixel units); ACR = mean of radius · correct. Every
+radius is taken at the official logs' precision, 3 significant digits (Cohen's `{{:.3}}`): a logged 1.75 may
+be 1.7496 and counts at r = 1.75, so rsbench's full-precision radii are rounded the same way here. Rounding
+only ever raises a count at a grid radius; the verdicts give the gaps at full precision too, which is how
+the MNIST board shows rsbench's rows.
 
 Regenerate: `python leaderboards/paper_protocol.py` (reads `leaderboards/records/mnist-paper/`,
 `leaderboards/records/mnist/` and `rsbench/data/paper_reported.json`).
@@ -498,7 +570,7 @@ def render(
         "",
         "The same checkpoints certified by `--certifier adaptive --n 100000 --radii 0:2.5:0.25` (N0 = 100,",
         "α = 0.001): draws per image include the N0 selection draws; its radii are grid radii (lower bounds),",
-        "so it is compared with CERTIFY at grid radii only.",
+        "so it is compared with CERTIFY at grid radii only, both at full precision (CERTIFY's radii unrounded).",
         "",
         *adaptive_table(comparisons, radii),
     ]
@@ -508,7 +580,9 @@ def render(
         "",
         "Wall time of each step of the background chain (2 shared CPU cores, run under `nice -n 19` beside",
         "other jobs, so the wall time depends on the load beside it); CPU time is the step's own user + sys time;",
-        "load is the mean 1-minute load average sampled each minute while the step ran.",
+        "load is the mean 1-minute load average sampled each minute while the step ran. An attempt cut off with",
+        "its chain has no CPU time; neither has a step run by hand outside the chain (while the chain ran",
+        "another step beside it or was paused), which the state says.",
         "",
         *cost_table(comparisons, attempts, load),
         "",
