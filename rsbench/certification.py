@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from rsbench import budgets
 from rsbench.checkpoint import classifier_from_checkpoint, load_checkpoint
 from rsbench.config import CertifyConfig
 from rsbench.data import data_root
@@ -83,22 +84,6 @@ def select_indices(size: int, config: CertifyConfig) -> list[int]:
     return list(range(0, size, config.skip))[: config.limit]
 
 
-def training_budget(meta: dict[str, Any], dataset: Dataset) -> str:
-    """``full`` for a model trained on the paper's schedule and all training images (or an official
-    checkpoint), else ``custom``: a leaderboard never mixes a shortened training run with full ones."""
-    schedule = meta.get("schedule")
-    if schedule is None:
-        return "full"
-    paper = dataset.schedule
-    same = (schedule["epochs"], schedule["lr"], tuple(schedule["milestones"]), schedule["batch_size"]) == (
-        paper.epochs,
-        paper.lr,
-        tuple(paper.milestones),
-        paper.batch_size,
-    )
-    return "full" if same and meta.get("train_limit") is None else "custom"
-
-
 def noise_generators(config: CertifyConfig, indices: Sequence[int], device: torch.device) -> list[torch.Generator]:
     """One noise stream per example, seeded by (noise seed, index)."""
     return [torch.Generator(device=device).manual_seed(config.noise_seed * 1_000_003 + i) for i in indices]
@@ -132,9 +117,19 @@ def open_job(config: CertifyConfig, store: Store) -> CertificationJob:
     indices = select_indices(len(split), config)  # type: ignore[arg-type]  # map-style datasets have a length
     request = CertificationRequest(config.n0, config.n, config.alpha, config.batch, tuple(config.radii))
     smoothed.check_request(request)
-    protocol, description = describe_run(
-        config, meta, dataset, float(sigma), file_sha256(config.checkpoint), params_to_dict(certifier_params), device
+    certification = budgets.Certification(
+        config.split,
+        config.n0 if config.kind == "certify" else None,
+        config.n,
+        config.alpha,
+        indices,
+        len(split),  # type: ignore[arg-type]
     )
+    budget = budgets.label(config.budget, certification, meta, checkpoint.get("epoch"), dataset)
+    protocol, description = describe_run(
+        config, meta, dataset, float(sigma), file_sha256(config.checkpoint), params_to_dict(certifier_params), device,
+        budget,
+    )  # fmt: skip
     protocol.check()
     training = store.training_run_for(protocol.checkpoint_sha256 or "")
     selection = {"list": indices} if config.indices is not None else {"skip": config.skip, "limit": config.limit}
@@ -145,16 +140,17 @@ def open_job(config: CertifyConfig, store: Store) -> CertificationJob:
 
 def describe_run(
     config: CertifyConfig, meta: dict[str, Any], dataset: Dataset, sigma: float, sha256: str,
-    certifier_params: dict[str, Any], device: torch.device,
+    certifier_params: dict[str, Any], device: torch.device, budget: str,
 ) -> tuple[CertificationProtocol, RunDescription]:  # fmt: skip
-    """A certification run's protocol (its identity) and its description: the model it certifies (from the
-    checkpoint's metadata) and its provenance, including the plugin distributions that built it."""
+    """A certification run's protocol (its identity; ``budget`` its :func:`rsbench.budgets.label`) and its
+    description: the model it certifies (from the checkpoint's metadata) and its provenance, including the plugin
+    distributions that built it."""
     certifying = config.kind == "certify"
     protocol = CertificationProtocol(
         kind=config.kind, dataset=dataset.name, split=config.split, sigma=sigma, train_sigma=meta.get("sigma"),
         certifier=config.certifier, certifier_params=certifier_params, n0=config.n0 if certifying else None,
         n=config.n, alpha=config.alpha, radii=tuple(config.radii), noise_seed=config.noise_seed,
-        normalization=config.normalization, budget=config.budget or training_budget(meta, dataset),
+        normalization=config.normalization, budget=budget,
         checkpoint_sha256=sha256,
     )  # fmt: skip
     recorded = {k: v for k, v in meta.items() if k in ("preset", "provenance", "train_limit")}

@@ -487,7 +487,14 @@ def _certification_command(kind: str):
         data_dir: DataDirOption = None,
         device: DeviceOption = None,
         images_per_batch: Annotated[int, typer.Option(help="Inputs sharing one forward pass (faster on GPUs).")] = 1,
-        budget: Annotated[str | None, typer.Option(help="Label of a scaled-down protocol, e.g. quick.")] = None,
+        budget: Annotated[
+            str | None,
+            typer.Option(
+                help="Budget label: a named budget (full, paper-subset, quick, smoke; checked: the run must keep "
+                "its training and certification protocol) or a free label. Left out: the named budget the run "
+                "keeps, else custom."
+            ),
+        ] = None,
         db: DbOption = None,
         progress: ProgressOption = True,
     ):
@@ -878,22 +885,23 @@ def reproduce(
 
         rsbench reproduce table2 --budget quick --methods stability --sigmas 0.5,1.0
     """
+    from rsbench import budgets
     from rsbench import reproduce as rp
 
     if list_ or experiment is None:
         from rsbench.results.tables import experiments_table, print_whole
 
-        budgets = {name: rp.budget_text(b) for name, b in rp.BUDGETS.items()}
-        print_whole(console, experiments_table(rp.experiment_costs(), budgets))
+        descriptions = {name: budgets.budget_text(b) for name, b in budgets.BUDGETS.items()}
+        print_whole(console, experiments_table(rp.experiment_costs(), descriptions))
         return
     if budget is None:
         fail(
-            f"choose a budget: --budget {', '.join(rp.BUDGETS)} (full is the paper's protocol, hours per row)",
+            f"choose a budget: --budget {', '.join(budgets.BUDGETS)} (full is the paper's protocol, hours per row)",
             "--budget quick runs on a CPU in minutes per row; `rsbench reproduce --list` shows what each costs",
         )
     only_methods = [m.strip() for m in methods.split(",")] if methods else None
     only_sigmas = list(parse_floats(sigmas, "--sigmas")) if sigmas is not None else None
-    rp.plan(rp.load_experiment(experiment), rp.get_budget(budget), str(runs_dir), only_methods, only_sigmas)
+    rp.plan(rp.load_experiment(experiment), budgets.get_budget(budget), str(runs_dir), only_methods, only_sigmas)
     from rsbench.results.render import render
     from rsbench.store import open_store
 

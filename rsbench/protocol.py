@@ -45,7 +45,8 @@ class CertificationProtocol:
       ``alpha`` each certificate's failure probability; ``radii`` the ℓ2 grid a grid certifier decides
       (empty for exact radii); ``noise_seed`` seeds each example's noise stream as (seed, index).
     - ``normalization``: the normalization kind given for an official checkpoint (None: the checkpoint's).
-    - ``budget``: ``full`` (the paper's training and protocol), ``quick``, ``smoke``, ``custom`` …
+    - ``budget``: a named budget the run keeps in full (``full``: the paper's training and protocol,
+      ``paper-subset``, ``quick``, ``smoke``; :mod:`rsbench.budgets`), ``custom``, or a free label.
     """
 
     kind: RunKind

@@ -1,19 +1,8 @@
 """The paper's experiments as configurations (``rsbench/experiments/*.toml``) and a runner that trains,
 certifies and ranks a whole set, skipping what is already done (a sweep survives interruption).
 
-A budget scales an experiment; it is recorded in every certification run (``budget``) so that a scaled
-row is never mistaken for a full one in a leaderboard:
-
-- ``full``: the paper's settings (dataset schedule, all test images, N0=100, N=100,000, α=0.001).
-- ``quick``: 10 epochs (learning-rate drops scaled to the same fractions of training), every 50th test
-  image, N=10,000: the shape of the paper's results on a CPU in minutes per row.
-- ``paper-subset``: the paper's training (dataset schedule, all training images) and the paper's
-  certification protocol (N0=100, N=100,000, α=0.001) on every 20th test image (500 of MNIST's or
-  CIFAR-10's 10,000): the paper's rows as the paper ran them, certified in a twentieth of the time. Its
-  models are those of ``full`` (same run folders), so either budget reuses the other's training.
-- ``smoke``: 1 epoch on 512 images, 20 test images, N=1,000: checks that an experiment runs end to end.
-
-Method hyperparameters counted in epochs (SmoothAdv's ε warm-up) are not rescaled.
+A budget (``rsbench.budgets``: ``full``, ``paper-subset``, ``quick``, ``smoke``) scales an experiment; it is
+recorded in every certification run so that a scaled row is never mistaken for a full one in a leaderboard.
 """
 
 from __future__ import annotations
@@ -30,6 +19,7 @@ import pandas as pd
 from rich.text import Text
 
 from rsbench.atomic import atomic_write_text
+from rsbench.budgets import BUDGETS, Budget, get_budget, scaled_milestones, selection_text
 from rsbench.certification import certify
 from rsbench.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from rsbench.config import CertifyConfig, TrainConfig, preset_settings, run_name
@@ -45,32 +35,6 @@ from rsbench.store import Store
 from rsbench.training import train
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
-
-
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    name: str
-    epochs: int | None
-    n0: int
-    n: int
-    alpha: float
-    skip: int
-    limit: int | None
-    train_limit: int | None = None
-    test_limit: int | None = None
-    trains_as: str | None = None  # the budget whose run folders (trained models) this one shares
-
-    @property
-    def training_folder(self) -> str:
-        return self.trains_as or self.name
-
-
-BUDGETS = {  # cheapest first
-    "smoke": Budget("smoke", 1, 20, 1_000, 0.001, 1, 20, train_limit=512, test_limit=200),
-    "quick": Budget("quick", 10, 100, 10_000, 0.001, 50, None),
-    "paper-subset": Budget("paper-subset", None, 100, 100_000, 0.001, 20, None, trains_as="full"),
-    "full": Budget("full", None, 100, 100_000, 0.001, 1, None),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,22 +82,8 @@ def load_experiment(name: str) -> dict[str, Any]:
     return experiment
 
 
-def scaled_milestones(dataset: str, epochs: int | None) -> tuple[int, ...] | None:
-    """The dataset's lr milestones at the same fractions of a shorter run."""
-    if epochs is None:
-        return None
-    schedule = get_dataset(dataset).schedule
-    return tuple(max(1, round(m * epochs / schedule.epochs)) for m in schedule.milestones)
-
-
 def row_key(method: str, params: dict[str, Any], sigma: float, arch: str | None) -> tuple:
     return method, json.dumps(params, sort_keys=True), float(sigma), arch
-
-
-def get_budget(name: str) -> Budget:
-    if name not in BUDGETS:
-        raise RsbenchError(f"unknown budget {name!r}", did_you_mean(name, BUDGETS))
-    return BUDGETS[name]
 
 
 def plan(
@@ -281,16 +231,6 @@ def experiment_costs() -> list[dict[str, Any]]:
     return listing
 
 
-def budget_text(budget: Budget) -> str:
-    """What a budget does per row: ``10 epochs on all training images; test indices 0, 50, 100, …, N0 100 +
-    N 10,000 draws each``."""
-    epochs = f"{budget.epochs} epoch{'s' * (budget.epochs != 1)}" if budget.epochs else "the paper's epochs"
-    images = f"{budget.train_limit:,}" if budget.train_limit else "all"
-    return (
-        f"{epochs} on {images} training images; {selection_text(budget)}, N0 {budget.n0:,} + N {budget.n:,} draws each"
-    )
-
-
 def plan_lines(
     experiment: dict[str, Any], budget: Budget, jobs: list[Job], store: Store, device: str | None
 ) -> list[str]:
@@ -365,15 +305,6 @@ def estimated_seconds(
             return f"no certification of {row['dataset']}/{row['arch']} on this machine in the store"
         seconds += job.certified * draws_per_image * certified.seconds.sum() / certified.draws.sum()
     return seconds
-
-
-def selection_text(budget: Budget) -> str:
-    """Which test images a budget certifies: ``test indices 0, 50, 100, …``, ``the first 20 test images``."""
-    if budget.skip == 1:
-        return f"the first {budget.limit:,} test images" if budget.limit else "all test images"
-    return f"test indices 0, {budget.skip}, {2 * budget.skip}, …" + (
-        f", at most {budget.limit:,}" if budget.limit else ""
-    )
 
 
 def experiment_markdown(experiment: dict[str, Any], budget: Budget, board: Board) -> str:

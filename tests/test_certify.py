@@ -245,3 +245,30 @@ def test_a_resumed_prediction_counts_the_stored_rows_in_its_progress_line(toy_ch
     assert 0 < abstained < 1  # N = 30 at σ = 1: some inputs are told apart, some not
     line = next(line for line in resumed.stderr.splitlines() if "predict σ=" in line)
     assert "12/12" in line and f"accuracy {correct:.3f}  abstained {abstained:.3f}" in line and "ACR" not in line
+
+
+def test_a_budget_name_the_run_does_not_keep_is_refused_before_any_run_is_written(
+    toy_checkpoint, toy_mnist_root, tmp_path
+):
+    db = tmp_path / "b.db"
+    args = [
+        "certify",
+        str(toy_checkpoint),
+        "--n",
+        "200",
+        "--n0",
+        "20",
+        "--limit",
+        "2",
+        "--data-dir",
+        str(toy_mnist_root),
+    ]
+    refused = runner.invoke(app, [*args, "--budget", "paper-subset", "--db", str(db), "--no-progress"])
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) <= 2, refused.output
+    assert "--budget paper-subset means" in refused.stderr and "N 200 (not 100,000)" in refused.stderr
+    assert "trained with epochs 2 (not 90)" in refused.stderr  # the toy model is not trained as the paper did
+    assert not db.exists() or rows(db) == []
+    labelled = runner.invoke(app, [*args, "--budget", "toy-n200", "--db", str(db), "--no-progress"])
+    assert labelled.exit_code == 0, labelled.output
+    listed = runner.invoke(app, ["runs", "--db", str(db)], env={"COLUMNS": "200"})
+    assert "toy-n200" in listed.output

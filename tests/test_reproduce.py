@@ -212,7 +212,7 @@ def test_tiny_end_to_end_reproduction(mnist_root, tmp_path, monkeypatch):
     assert "budget `smoke`" in report and "budget smoke" in report
     assert sum(" consistency | " in line or " gaussian | " in line for line in report.splitlines()) == 4
     board = json.loads(runner.invoke(app, ["leaderboard", "--dataset", "mnist", "--format", "json"]).stdout)
-    assert len(board.rows) == 4 and {r.budget for r in board.rows} == {"smoke"}
-    assert all(r.num_examples == 20 and r.n == 1000 for r in board.rows)
+    assert len(board["rows"]) == 4 and {r["budget"] for r in board["rows"]} == {"smoke"}
+    assert all(r["num_examples"] == 20 and r["n"] == 1000 for r in board["rows"])
     again = runner.invoke(app, args)  # everything is in the store: nothing is redone
     assert again.exit_code == 0 and "train 0 s, certify 0 s" in again.stderr
