@@ -98,14 +98,15 @@ def budget_text(budget: Budget) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Certification:
-    """What a certification run does, as a budget sees it: ``n0`` None for PREDICT."""
+    """What a certification run does, as a budget sees it: ``n0`` None for PREDICT; ``split_size`` None where
+    the dataset's split has no fixed size (then the images are checked as ``0, skip, 2·skip, …`` only)."""
 
     split: str
     n0: int | None
     n: int
     alpha: float
     indices: Sequence[int]
-    split_size: int
+    split_size: int | None
 
 
 def training_differences(budget: Budget, meta: dict[str, Any], epochs_done: int | None, dataset: Dataset) -> list[str]:
@@ -141,7 +142,8 @@ def certification_differences(budget: Budget, run: Certification) -> list[str]:
         differences.append(f"N {run.n:,} (not {budget.n:,})")
     if not math.isclose(run.alpha, budget.alpha):
         differences.append(f"alpha {run.alpha:g} (not {budget.alpha:g})")
-    if list(run.indices) != list(range(0, run.split_size, budget.skip))[: budget.limit]:
+    size = run.split_size if run.split_size is not None else budget.skip * len(run.indices)
+    if list(run.indices) != list(range(0, size, budget.skip))[: budget.limit]:
         differences.append(f"other test images (not {selection_text(budget)})")
     return differences
 

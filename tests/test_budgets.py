@@ -1,12 +1,14 @@
 """A budget's name is a claim about a whole row (rsbench.budgets): checked where given, worked out where not."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
-from rsbench.budgets import Certification, label
+from rsbench.budgets import BUDGETS, Certification, label
 from rsbench.errors import RsbenchError
 from rsbench.plugins import get_dataset
+from rsbench.results.record_schema import RecordReader
 
 MNIST = get_dataset("mnist")
 PAPER = {"schedule": dataclasses.asdict(MNIST.schedule), "train_limit": None}  # the paper's 90 epochs
@@ -64,3 +66,19 @@ def test_a_named_budget_that_the_run_does_not_keep_is_refused_with_what_differs(
 def test_a_named_budget_the_run_keeps_and_a_free_label_are_taken_as_given():
     assert label("paper-subset", certified(), PAPER, 90, MNIST) == "paper-subset"
     assert label("quick-n1000", certified(n=1_000), PAPER, 90, MNIST) == "quick-n1000"
+
+
+RSBENCH_RECORDS = sorted(
+    path
+    for folder in ("mnist-quick", "mnist-heldout", "mnist-paper")
+    for path in (Path(__file__).parents[1] / "leaderboards" / "records" / folder).glob("*.json.gz")
+)
+
+
+@pytest.mark.parametrize("path", RSBENCH_RECORDS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_committed_rsbench_record_keeps_the_budget_it_is_labelled_with(path):
+    """The import-time check (certification side: N0, N, α, split, images) on rsbench's own committed runs; a
+    label that names a budget is one of them, the rest are free labels such as quick-model."""
+    protocol = RecordReader(path).header.protocol
+    assert protocol.budget is not None
+    assert protocol.budget in BUDGETS or protocol.budget in ("custom", "quick-model") or "ep" in protocol.budget

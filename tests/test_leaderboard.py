@@ -60,7 +60,7 @@ def add_run(
     run, ``selection`` states how its indices were chosen (default: every index of ``rows``)."""
     fields = dict(
         kind="certify", dataset="mnist", split="test", sigma=0.5, train_sigma=0.5, certifier=certifier,
-        certifier_params=certifier_params or {}, noise_seed=0, budget="full",
+        certifier_params=certifier_params or {}, noise_seed=0, budget="custom",
         checkpoint_sha256=checkpoint_hash(method, seed),
         **PROTOCOL,
     )  # fmt: skip

@@ -8,7 +8,9 @@ before a store sees it (``rsbench import``) or a maintainer accepts it (``rsbenc
   origin, status, normalization; registered datasets and certifiers), names (methods, architectures,
   parameters, budgets) of letters, digits and ``_ - . +`` only, at most 64 characters, numbers in range
   (σ > 0 finite, 0 < α < 1, 1 ≤ N0, N < 2³¹, seeds below 2⁶³), timestamps that are times, http(s) links
-  only, hashes of 64 hex digits, and the protocol key recomputed from the protocol's own fields.
+  only, hashes of 64 hex digits, and the protocol key recomputed from the protocol's own fields. A budget
+  label that names a budget (:mod:`rsbench.budgets`) must be kept by the certification: N0, N, α, the test
+  split and exactly the budget's images (the training behind it a record cannot show).
 - **Each row** against the protocol: index within the split and among the planned ones, once; label a
   class of the dataset, prediction a class or -1, ``correct`` = (prediction = label); radius finite, ≥ 0,
   at most σ·Φ⁻¹(α^{1/N}) (CERTIFY's largest) and 0 for a prediction; N, N0 and α those of the protocol;
@@ -31,6 +33,7 @@ from typing import Annotated, Any, BinaryIO, Literal
 import ijson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from rsbench import budgets
 from rsbench.errors import RsbenchError
 from rsbench.plugins import get_certifier, get_dataset
 from rsbench.protocol import RADIUS_KINDS, CertificationProtocol
@@ -283,6 +286,7 @@ def check_header(path: Path, header: dict[str, Any]) -> Header:
         raise RsbenchError(f"{path}: planned index {max(run.indices.planned)} is outside the {size:,}-example split")
     if checked.protocol.kind == "certify" and checked.protocol.n0 is None:
         raise RsbenchError(f"{path}: a certification needs n0")
+    check_budget_label(path, checked, size)
     protocol = CertificationProtocol.from_dict(checked.protocol.model_dump())
     if max_certified_radius(protocol.sigma, protocol.n, protocol.alpha) <= 0 and protocol.kind == "certify":
         raise RsbenchError(f"{path}: with N={protocol.n} and α={protocol.alpha} no radius can be certified")
@@ -292,6 +296,25 @@ def check_header(path: Path, header: dict[str, Any]) -> Header:
             "the record was edited or is damaged; export it again with `rsbench export`",
         )
     return checked
+
+
+def check_budget_label(path: Path, header: Header, split_size: int | None) -> None:
+    """A record labelled with a named budget must certify as that budget does (N0, N, α, the test split and
+    exactly its images); how its model was trained a record cannot show, so that part is its word."""
+    protocol = header.protocol
+    budget = budgets.BUDGETS.get(protocol.budget or "")
+    if budget is None:
+        return
+    run = budgets.Certification(
+        protocol.split, protocol.n0 if protocol.kind == "certify" else None, protocol.n, protocol.alpha,
+        sorted(header.run.indices.planned), split_size,
+    )  # fmt: skip
+    differences = budgets.certification_differences(budget, run)
+    if differences:
+        raise RsbenchError(
+            f"{path}: it is labelled budget {budget.name}, but certifies " + "; ".join(differences),
+            "a record keeps the budget its run kept: export it again with `rsbench export`",
+        )
 
 
 class RowChecker:
