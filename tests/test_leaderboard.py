@@ -144,6 +144,7 @@ def test_markdown_caption_dashes_and_lower_bound(store):
     assert gaussian[8] == "0.0 ± 0.0"  # r = 0.7 is certifiable under this protocol: a true 0, not "–"
     # the two rows differ in certifier and ACR kind: different protocols, never ranked, so nothing bold
     assert "**" not in text and "not ranked against each other" in caption
+    assert "3 significant digits" not in caption  # every row is rsbench's: no precision mix to warn of
 
 
 def test_a_best_too_close_to_tell_apart_is_marked_tied_not_bold(tmp_path):
@@ -377,6 +378,8 @@ def test_runs_recorded_without_certifier_parameters_rank_with_runs_spelling_out_
     # ACR 0.7 against the runner-up's 0.6 on both examples: every paired difference is 0.1, so the bootstrap
     # interval is [0.1, 0.1] and stability is the best of its protocol; macer is alone in its own
     assert "**0.7000**" in line["stability"] and "**" not in line["consistency"] and "**" not in line["macer"]
+    # an imported log's radii (3 significant digits) beside rsbench's exact ones: the caption says what that means
+    assert "Imported logs carry radii at the precision their code wrote" in text.splitlines()[0]
 
 
 def test_a_reproduced_row_is_paired_with_the_papers_row_of_its_configuration(tmp_path):

@@ -287,6 +287,12 @@ def caption(board: Board, rows: list[Row], shown: list[Column], intervals: bool 
         text += " Protocol: " + ", ".join(shared) + "."
     if len({r.protocol() for r in rows}) > len({r.sigma for r in rows}):
         text += " Rows of different protocols are shown together but not ranked against each other."
+    if {"imported", "rsbench"} <= {r.origin for r in rows}:
+        text += (
+            " Imported logs carry radii at the precision their code wrote (Cohen's certify.py: 3 significant "
+            "digits, so a radius up to 0.5% below r counts at r); rsbench's are exact, so at a radius an imported "
+            "row can read slightly higher than the same model certified by rsbench."
+        )
     return text
 
 
