@@ -145,7 +145,6 @@ def import_tsv(
     alpha: float = 0.001,
     split: Split = "test",
     arch: str | None = None,
-    budget: str | None = None,
     new_method: bool = False,
     source: str | None = None,
 ) -> int:
@@ -160,7 +159,7 @@ def import_tsv(
     sha256 = file_sha256(path)
     protocol = CertificationProtocol(
         kind="certify", dataset=dataset, split=split, sigma=float(sigma), train_sigma=float(sigma), certifier="cohen",
-        certifier_params={}, n0=n0, n=n, alpha=alpha, budget=budget, source_sha256=sha256,
+        certifier_params={}, n0=n0, n=n, alpha=alpha, source_sha256=sha256,
     )  # fmt: skip
     description = RunDescription(
         origin="imported", method=method, params=full_params, arch=arch, seed=seed,
