@@ -148,6 +148,15 @@ def certification_differences(budget: Budget, run: Certification) -> list[str]:
     return differences
 
 
+def named_budget(name: str) -> Budget | None:
+    """The named budget ``name`` claims, None for a free label; an error for a case variant of a budget's name
+    (``Full``), which would read as that budget without keeping it."""
+    named = next((budget for key, budget in BUDGETS.items() if key.lower() == name.lower()), None)
+    if named is not None and named.name != name:
+        raise RsbenchError(f"budget {name!r} is too close to the named budget {named.name!r}", f"--budget {named.name}")
+    return named
+
+
 def label(
     given: str | None, run: Certification, meta: dict[str, Any], epochs_done: int | None, dataset: Dataset
 ) -> str:
@@ -155,12 +164,10 @@ def label(
     in full, else an error that says what differs; with none given, the budget the run keeps in full, else
     ``custom``; any other name is a free label."""
     if given is not None:
-        named = next((name for name in BUDGETS if name.lower() == given.lower()), None)
-        if named is None:
+        budget = named_budget(given)
+        if budget is None:
             return given
-        if named != given:
-            raise RsbenchError(f"budget {given!r} is too close to the named budget {named!r}", f"--budget {named}")
-        budget = BUDGETS[named]
+        named = budget.name
         differences = training_differences(budget, meta, epochs_done, dataset) + certification_differences(budget, run)
         if differences:
             raise RsbenchError(

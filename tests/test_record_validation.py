@@ -71,6 +71,7 @@ EDITS = {
     "no rows": (lambda d: d.update(rows=[]), "no rows"),
     "complete but incomplete": (lambda d: d["rows"].pop(), "do not cover"),
     "another protocol's key": (lambda d: d["protocol"].update(sigma=0.25), "protocol_key does not match"),
+    "a budget's name in other case": (lambda d: d["protocol"].update(budget="Full"), "too close to the named budget"),
     "a budget it does not keep": (  # 3 images at N = 100 labelled as the paper's protocol on every 20th image
         lambda d: d["protocol"].update(budget="paper-subset"),
         "labelled budget paper-subset, but certifies N0 10 \\(not 100\\); N 100 \\(not 100,000\\); other test images",

@@ -302,7 +302,10 @@ def check_budget_label(path: Path, header: Header, split_size: int | None) -> No
     """A record labelled with a named budget must certify as that budget does (N0, N, α, the test split and
     exactly its images); how its model was trained a record cannot show, so that part is its word."""
     protocol = header.protocol
-    budget = budgets.BUDGETS.get(protocol.budget or "")
+    try:
+        budget = budgets.named_budget(protocol.budget or "")
+    except RsbenchError as error:
+        raise RsbenchError(f"{path}: {error.message}", "a record keeps the budget its run kept") from None
     if budget is None:
         return
     run = budgets.Certification(
