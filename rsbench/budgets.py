@@ -33,6 +33,12 @@ from rsbench.specs import Dataset
 UNNAMED = "custom"  # the label of a run that keeps no named budget's promises
 
 
+def every_nth(size: int, skip: int, limit: int | None) -> list[int]:
+    """The test indices ``0, skip, 2·skip, …`` of a split of ``size`` images, at most ``limit`` (None: all):
+    the one definition of a budget's (and ``--skip``/``--limit``'s) image selection."""
+    return list(range(0, size, skip))[:limit]
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """Training (``epochs``: None for the dataset's paper schedule; ``train_limit`` images, None for all) and
@@ -143,7 +149,7 @@ def certification_differences(budget: Budget, run: Certification) -> list[str]:
     if not math.isclose(run.alpha, budget.alpha):
         differences.append(f"alpha {run.alpha:g} (not {budget.alpha:g})")
     size = run.split_size if run.split_size is not None else budget.skip * len(run.indices)
-    if list(run.indices) != list(range(0, size, budget.skip))[: budget.limit]:
+    if list(run.indices) != every_nth(size, budget.skip, budget.limit):
         differences.append(f"other test images (not {selection_text(budget)})")
     return differences
 

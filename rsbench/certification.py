@@ -81,7 +81,7 @@ def select_indices(size: int, config: CertifyConfig) -> list[int]:
         if bad:
             raise RsbenchError(f"indices {bad[:5]} are outside the split (size {size})")
         return list(config.indices)
-    return list(range(0, size, config.skip))[: config.limit]
+    return budgets.every_nth(size, config.skip, config.limit)
 
 
 def noise_generators(config: CertifyConfig, indices: Sequence[int], device: torch.device) -> list[torch.Generator]:

@@ -19,7 +19,7 @@ import pandas as pd
 from rich.text import Text
 
 from rsbench.atomic import atomic_write_text
-from rsbench.budgets import BUDGETS, Budget, get_budget, scaled_milestones, selection_text
+from rsbench.budgets import BUDGETS, Budget, every_nth, get_budget, scaled_milestones, selection_text
 from rsbench.certification import certify
 from rsbench.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from rsbench.config import CertifyConfig, TrainConfig, preset_settings, run_name
@@ -109,7 +109,7 @@ def plan(
         sizes = dataset.split_sizes or {}
         train_size, test_size = sizes.get("train"), sizes.get("test")
         images = min(train_size, budget.train_limit or train_size) if train_size else budget.train_limit
-        certified = len(range(0, test_size, budget.skip)[: budget.limit]) if test_size else budget.limit
+        certified = len(every_nth(test_size, budget.skip, budget.limit)) if test_size else budget.limit
         for seed in experiment.get("seeds", [0]):
             folder = Path(runs_dir) / row["dataset"] / budget.training_folder
             folder /= run_name(row["method"], row["sigma"], row["params"], seed)

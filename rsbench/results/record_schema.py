@@ -421,7 +421,7 @@ def _selected(protocol: dict[str, Any], selection: dict[str, Any]) -> list[int]:
     size = (get_dataset(protocol["dataset"]).split_sizes or {}).get(protocol["split"])
     if size is None:
         raise RsbenchError("its index selection cannot be resolved without the split's size")
-    return list(range(0, size, selection["skip"]))[: selection.get("limit")]
+    return budgets.every_nth(size, selection["skip"], selection.get("limit"))
 
 
 def upgrade_row(values: Any) -> Any:
