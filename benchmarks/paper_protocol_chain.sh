@@ -2,8 +2,9 @@
 # Issue 22: the paper's own protocol on MNIST (90-epoch training; Cohen's CERTIFY at N0=100, N=100,000,
 # alpha=0.001 on test indices 0, 20, ..., 9980; then the adaptive certifier, N <= 100,000, radii 0:2.5:0.25).
 #
-# Resumable: rerun this script (nohup nice -n 19 bash /work/long/issue22/run.sh >> /work/long/issue22/chain.log
-# 2>&1 &; RSBENCH_PY=PYTHON when /work/wt22 is gone: any tree whose reproduce has paper-subset). A finished step leaves
+# Run it in the background from any folder: `ROOT=DIR RSBENCH_PY=PYTHON RSBENCH_DATA=DATA nohup nice -n 19 bash
+# benchmarks/paper_protocol_chain.sh >> DIR/chain.log 2>&1 &` (defaults: ROOT ./paper-protocol, the `python` on
+# PATH, ./data). Resumable: rerun the same line after an interruption. A finished step leaves
 # done/STEP and is skipped; training continues from its in-epoch checkpoint (train --resume); a certification
 # resumes by itself (its protocol names the run in the store).
 #
@@ -16,11 +17,11 @@
 set -u
 # The whole chain is one function, parsed before it runs: editing this file never changes a running chain.
 main() {
-  ROOT=${ROOT:-/work/long/issue22}
-  PY=${RSBENCH_PY:-/work/wt22/.venv/bin/python}   # a tree whose reproduce knows the paper-subset budget
-  export RSBENCH_DATA=${RSBENCH_DATA:-/work/shared/data}
+  ROOT=$(realpath -m "${ROOT:-paper-protocol}")
+  PY=${RSBENCH_PY:-python}   # an rsbench that knows the paper-subset budget
+  export RSBENCH_DATA=$(realpath -m "${RSBENCH_DATA:-data}")
   export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
-  if ! "$PY" -c "from rsbench.reproduce import BUDGETS; assert 'paper-subset' in BUDGETS" 2>/dev/null; then
+  if ! "$PY" -c "from rsbench.budgets import BUDGETS; assert 'paper-subset' in BUDGETS" 2>/dev/null; then
     echo "$PY cannot run rsbench with the paper-subset budget: set RSBENCH_PY to such a tree's python"; exit 2
   fi
   DB=$ROOT/store.db

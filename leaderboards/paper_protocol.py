@@ -16,7 +16,7 @@ and ``rows``), so the table regenerates without a store:
   restricted here to the images rsbench certified;
 - the paper's reported full-test-set numbers: ``rsbench/data/paper_reported.json`` (supplement Table 2);
 - wall time and load: ``chain-steps.tsv`` and ``chain-load.log`` beside rsbench's records, copied from the
-  background chain that ran them (``/work/long/issue22/run.sh``).
+  background chain that ran them (``benchmarks/paper_protocol_chain.sh``, its ``ROOT`` folder).
 
 Per run, on the protocol's 500 test images: ACR = mean of radius·correct; certified accuracy at r = share of
 images with correct = 1 and radius ≥ r (radii in ℓ2, [0,1] pixel units), every radius taken at the precision
@@ -599,7 +599,7 @@ def main() -> None:
     parser.add_argument(
         "--chain",
         type=Path,
-        help="the background chain's folder (/work/long/issue22): refresh chain-steps.tsv and chain-load.log "
+        help="the background chain's ROOT folder: refresh chain-steps.tsv and chain-load.log "
         "beside the records from it first, a step still running included as `running`",
     )
     args = parser.parse_args()
