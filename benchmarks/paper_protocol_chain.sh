@@ -19,7 +19,7 @@ set -u
 main() {
   ROOT=$(realpath -m "${ROOT:-paper-protocol}")
   PY=${RSBENCH_PY:-python}   # an rsbench that knows the paper-subset budget
-  case $PY in */*) PY=$(realpath -m "$PY") ;; esac   # a relative path still works after the cd below
+  case $PY in */*) PY=$(realpath -ms "$PY") ;; esac   # absolute, symlinks kept (a venv's python), for the cd below
   export RSBENCH_DATA=$(realpath -m "${RSBENCH_DATA:-data}")
   export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
   if ! "$PY" -c "from rsbench.budgets import BUDGETS; assert 'paper-subset' in BUDGETS" 2>/dev/null; then
